@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from evercore.errors import InvalidKeyError, KeyTooLongError
 from evercore.values import (
     IdNamePair,
     SerializedEvent,
@@ -45,6 +46,29 @@ SPI_VERSION = 1
 
 MAX_KEY_LENGTH = 64
 """The natural-key limit of every built-in engine (Go ``GetMaxKeyLength``)."""
+
+
+def validate_natural_key(key: str, max_length: int) -> None:
+    """Refuse, before any I/O, a natural key that no engine may store.
+
+    Raises ``KeyTooLongError`` when ``key`` is longer than ``max_length`` and
+    ``InvalidKeyError`` when it is not a ``str``, is empty, holds a NUL character or
+    a lone surrogate (which no database can store as UTF-8).
+    """
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"natural key must be a str, got {type(key).__name__}: {key!r}")
+    if len(key) > max_length:
+        raise KeyTooLongError(key, max_length)
+    if not key:
+        raise InvalidKeyError("natural key must not be empty")
+    if "\x00" in key:
+        raise InvalidKeyError(f"natural key {key!r} contains a NUL character")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKeyError(
+            f"natural key {key!r} contains a lone surrogate and is not valid UTF-8"
+        ) from None
 
 
 @runtime_checkable
@@ -163,7 +187,16 @@ class StorageEngine(Protocol):
         start_event_id: int,
         start_timestamp: datetime | None,
     ) -> int:
-        """Create or update a subscription by name; an update keeps its cursor."""
+        """Create or update a subscription by name; return its id.
+
+        On create the engine initialises the cursor (``last_event_id``) from
+        ``start_from``, in the same transaction, exactly once: ``beginning`` -> 0;
+        ``end`` -> the highest event id (never past an event that may still commit
+        with a lower id); ``event_id`` -> ``start_event_id``; ``timestamp`` -> the
+        first event id with time >= ``start_timestamp`` minus 1, or the highest id
+        when there is none. An update changes the filter and start fields but keeps
+        the cursor, the lease and ``active``.
+        """
         ...
 
     def add_subscription_event_type(
@@ -276,4 +309,5 @@ __all__ = [
     "SupportsMigrations",
     "SupportsStats",
     "Transaction",
+    "validate_natural_key",
 ]
