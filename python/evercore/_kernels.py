@@ -14,6 +14,11 @@ PURE_PYTHON = os.environ.get("EVERCORE_PURE_PYTHON", "") == "1"
 """True when the pure-Python twins run instead of the Rust kernels."""
 
 # The Rust kernels land in evercore._core; until then the twins serve both modes.
-from evercore._pure import dumps, serialize_payloads, validate_sequences  # noqa: E402
+from evercore._pure import (  # noqa: E402
+    dumps,
+    filter_events,
+    serialize_payloads,
+    validate_sequences,
+)
 
-__all__ = ["PURE_PYTHON", "dumps", "serialize_payloads", "validate_sequences"]
+__all__ = ["PURE_PYTHON", "dumps", "filter_events", "serialize_payloads", "validate_sequences"]

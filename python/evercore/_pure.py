@@ -54,6 +54,50 @@ def validate_sequences(
         last[aggregate_id] = sequence
 
 
+def filter_events(
+    aggregate_type_ids: Sequence[int],
+    aggregate_ids: Sequence[int],
+    event_type_ids: Sequence[int],
+    *,
+    start: int,
+    limit: int,
+    aggregate_type_id: int | None,
+    aggregate_id: int | None,
+    event_type_filter: frozenset[int] | None,
+) -> list[int]:
+    """Positions of the events a subscription reads, from a columnar log.
+
+    The three columns are parallel (one entry per event, in global id order).
+    Scans positions ``start, start + 1, ...`` and returns, in ascending order, at
+    most ``limit`` positions ``i`` where every filter that is not None matches:
+    ``aggregate_type_ids[i] == aggregate_type_id``, ``aggregate_ids[i] ==
+    aggregate_id`` (a natural-key filter resolved to the aggregate's id) and
+    ``event_type_ids[i] in event_type_filter``. A ``limit`` below 1 or a
+    ``start`` past the end gives ``[]``; a negative ``start`` is a ``ValueError``.
+    """
+    if not len(aggregate_type_ids) == len(aggregate_ids) == len(event_type_ids):
+        raise ValueError(
+            f"filter_events: columns differ in length ({len(aggregate_type_ids)}, "
+            f"{len(aggregate_ids)}, {len(event_type_ids)})"
+        )
+    if start < 0:
+        raise ValueError(f"filter_events: start must be >= 0, got {start}")
+    positions: list[int] = []
+    if limit < 1:
+        return positions
+    for i in range(start, len(aggregate_ids)):
+        if aggregate_type_id is not None and aggregate_type_ids[i] != aggregate_type_id:
+            continue
+        if aggregate_id is not None and aggregate_ids[i] != aggregate_id:
+            continue
+        if event_type_filter is not None and event_type_ids[i] not in event_type_filter:
+            continue
+        positions.append(i)
+        if len(positions) == limit:
+            break
+    return positions
+
+
 def serialize_payloads(payloads: Sequence[object], event_types: Sequence[str]) -> list[str]:
     """JSON text for each payload; a ``str`` payload is already-serialized JSON and
     passes through unchanged. ``event_types[i]`` names payload ``i`` in errors."""
