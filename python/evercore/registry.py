@@ -10,6 +10,7 @@ built-in memory and SQLite plugins, then ``check_pending()``. Environment switch
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -123,21 +124,29 @@ class BackendRegistry:
     def collect(self, plugin_manager: pluggy.PluginManager) -> None:
         """Ask each registered plugin for its backends, recording which plugin added what."""
         dists = {id(plugin): dist for plugin, dist in plugin_manager.list_plugin_distinfo()}
-        for plugin in plugin_manager.get_plugins():
-            name = plugin_manager.get_name(plugin) or repr(plugin)
+        for name, plugin in plugin_manager.list_name_plugin():
             hook = getattr(plugin, "evercore_register_backends", None)
             if hook is None:
                 continue
             dist = dists.get(id(plugin))
             self._current_plugin = name
             self._current_dist = (
-                (dist.project_name, dist.version) if dist is not None else ("evercore", None)
+                (dist.project_name, dist.version)
+                if dist is not None
+                else ("evercore", _own_version())
             )
             try:
                 hook(registry=self)
             finally:
                 self._current_plugin = "<unknown>"
                 self._current_dist = (None, None)
+
+
+def _own_version() -> str | None:
+    try:
+        return importlib.metadata.version("evercore")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def uri_scheme(uri: str) -> str:

@@ -1,0 +1,272 @@
+"""Events: the ``EventState`` protocol, ``StateEvent``, the decorators and the decoder registry.
+
+``@event`` and ``@state_event`` replace the Go code generator ``evercoregen``: they
+name a class as an event type and register it so that stored events decode back
+into instances of it.
+
+* ``@event`` marks a class whose instances *are* events (they have ``event_type``
+  and ``serialize()``); an aggregate handles them itself.
+* ``@state_event`` marks a payload class whose fields are copied onto a
+  ``StateAggregate``'s state; ``ctx.apply_event_to(agg, payload)`` wraps an
+  instance in :class:`StateEvent` for you.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import types
+import typing
+from collections.abc import Callable
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Protocol, TypeVar, Union, overload, runtime_checkable
+from uuid import UUID
+
+from evercore import _kernels
+from evercore.errors import DecodeError
+from evercore.values import SerializedEvent
+
+T = TypeVar("T")
+C = TypeVar("C", bound=type)
+
+
+@runtime_checkable
+class EventState(Protocol):
+    """An event that knows its type name and serializes itself (Go ``EventState``)."""
+
+    @property
+    def event_type(self) -> str:
+        """The registered name of the event type."""
+        ...
+
+    def serialize(self) -> str:
+        """The event's state as text (JSON for evercore's own serializers)."""
+        ...
+
+
+EventDecoder = Callable[[SerializedEvent], "EventState | None"]
+"""Maps a stored event to an event object, or None when it does not know the type."""
+
+
+class StateEvent:
+    """An event that carries a payload whose fields update a ``StateAggregate``'s state.
+
+    ``event_type`` is the payload class's registered name: the class name unless
+    ``@state_event(name=...)`` says otherwise.
+    """
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: object) -> None:
+        self.payload = payload
+
+    @property
+    def event_type(self) -> str:
+        """The payload class's registered event-type name."""
+        return event_type_name(type(self.payload))
+
+    def serialize(self) -> str:
+        """The payload as compact JSON."""
+        return _kernels.dumps(self.payload, self.event_type)
+
+    def __repr__(self) -> str:
+        return f"StateEvent({self.payload!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StateEvent) and other.payload == self.payload
+
+    __hash__ = None  # type: ignore[assignment]  # mutable payloads: not hashable
+
+
+_lock = threading.Lock()
+_event_classes: dict[str, type] = {}
+_state_event_classes: dict[str, type] = {}
+_decoders: list[EventDecoder] = []
+_EVENT_NAME_ATTR = "__evercore_event_type__"
+
+
+def event_type_name(cls: type) -> str:
+    """The registered event-type name of ``cls`` (its class name when not decorated)."""
+    name: str = getattr(cls, _EVENT_NAME_ATTR, None) or cls.__name__
+    return name
+
+
+def _register(registry: dict[str, type], cls: type, name: str) -> None:
+    with _lock:
+        other = _event_classes.get(name) or _state_event_classes.get(name)
+        if other is not None and other.__qualname__ != cls.__qualname__:
+            raise ValueError(
+                f"event type name {name!r} is already registered by {other.__module__}."
+                f"{other.__qualname__}; pass name=... to tell {cls.__qualname__} apart"
+            )
+        registry[name] = cls
+
+
+@overload
+def event(cls: C, /) -> C: ...
+@overload
+def event(*, name: str | None = None) -> Callable[[C], C]: ...
+def event(cls: C | None = None, /, *, name: str | None = None) -> C | Callable[[C], C]:
+    """Class decorator: instances of the class are events of type ``name`` (default: the
+    class name). Adds ``event_type`` and a JSON ``serialize()`` unless the class defines
+    them, and registers the class so stored events decode into it."""
+
+    def decorate(target: C) -> C:
+        type_name = name or target.__name__
+        setattr(target, _EVENT_NAME_ATTR, type_name)
+        if "event_type" not in target.__dict__:
+            target.event_type = type_name
+        if "serialize" not in target.__dict__:
+            target.serialize = lambda self: _kernels.dumps(self, type_name)
+        _register(_event_classes, target, type_name)
+        return target
+
+    return decorate(cls) if cls is not None else decorate
+
+
+@overload
+def state_event(cls: C, /) -> C: ...
+@overload
+def state_event(*, name: str | None = None) -> Callable[[C], C]: ...
+def state_event(cls: C | None = None, /, *, name: str | None = None) -> C | Callable[[C], C]:
+    """Class decorator: the class is a ``StateEvent`` payload of type ``name`` (default:
+    the class name), registered so stored events decode into ``StateEvent(instance)``."""
+
+    def decorate(target: C) -> C:
+        type_name = name or target.__name__
+        setattr(target, _EVENT_NAME_ATTR, type_name)
+        _register(_state_event_classes, target, type_name)
+        return target
+
+    return decorate(cls) if cls is not None else decorate
+
+
+def is_state_event_class(cls: type) -> bool:
+    """True when ``cls`` was decorated with ``@state_event``."""
+    return _state_event_classes.get(event_type_name(cls)) is cls
+
+
+def register_event_decoder(*decoders: EventDecoder) -> None:
+    """Add decoders tried (in order, before the decorated classes) by :func:`decode_event`
+    (Go ``RegisterEventDecoder``). A decoder returns None for types it does not know."""
+    with _lock:
+        _decoders.extend(decoders)
+
+
+def decode_event(ev: SerializedEvent) -> tuple[bool, EventState]:
+    """Decode a stored event: ``(is_state_event, event)`` (Go ``DecodeEvent``).
+
+    Raises ``DecodeError`` naming the event type when no decoder or decorated class
+    knows it, or when its state does not parse.
+    """
+    for decoder in _decoders:
+        decoded = decoder(ev)
+        if decoded is not None:
+            return isinstance(decoded, StateEvent), decoded
+    payload_class = _state_event_classes.get(ev.event_type)
+    if payload_class is not None:
+        return True, StateEvent(decode_json_as(payload_class, ev.state, ev.event_type))
+    event_class = _event_classes.get(ev.event_type)
+    if event_class is not None:
+        custom = getattr(event_class, "deserialize", None)
+        if callable(custom):
+            return False, typing.cast(EventState, custom(ev.state))
+        return False, typing.cast(EventState, decode_json_as(event_class, ev.state, ev.event_type))
+    raise DecodeError(
+        f"no decoder for event type {ev.event_type!r} (event {ev.event_id}, aggregate "
+        f"{ev.aggregate_id}, sequence {ev.sequence}); decorate its class with "
+        "@evercore.state_event or @evercore.event, or call register_event_decoder()"
+    )
+
+
+def decode_json_as(cls: type[T], text: str, what: str) -> T:
+    """Parse JSON ``text`` into an instance of ``cls`` (a dataclass, a pydantic model, a
+    msgspec Struct, or a class taking the JSON object's keys as keyword arguments)."""
+    try:
+        validate_json = getattr(cls, "model_validate_json", None)
+        if validate_json is not None:  # pydantic
+            return typing.cast(T, validate_json(text))
+        if hasattr(cls, "__struct_fields__"):  # msgspec
+            import msgspec
+
+            return typing.cast(T, msgspec.json.decode(text, type=cls))
+        return from_json_value(cls, json.loads(text))
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"cannot decode {what!r} as {cls.__qualname__}: {exc}") from exc
+
+
+_hints_cache: dict[type, dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    hints = _hints_cache.get(cls)
+    if hints is None:
+        hints = typing.get_type_hints(cls)
+        _hints_cache[cls] = hints
+    return hints
+
+
+def from_json_value(tp: Any, value: Any) -> Any:
+    """Rebuild a value of type ``tp`` from plain JSON data (the inverse of the payload
+    serializer for the types it writes)."""
+    if value is None or tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        members = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        return from_json_value(members[0], value) if len(members) == 1 else value
+    if origin in (list, tuple, set, frozenset):
+        args = typing.get_args(tp)
+        item_type = args[0] if args else Any
+        return origin(from_json_value(item_type, item) for item in value)
+    if origin is dict:
+        args = typing.get_args(tp)
+        value_type = args[1] if len(args) == 2 else Any
+        return {key: from_json_value(value_type, item) for key, item in value.items()}
+    if not isinstance(tp, type):
+        return value
+    if dataclasses.is_dataclass(tp):
+        hints = _type_hints(tp)
+        kwargs = {
+            f.name: from_json_value(hints.get(f.name, Any), value[f.name])
+            for f in dataclasses.fields(tp)
+            if f.init and f.name in value
+        }
+        return tp(**kwargs)
+    return _scalar_from_json(tp, value)
+
+
+def _scalar_from_json(tp: type, value: Any) -> Any:
+    if tp is datetime:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if tp is date:
+        return date.fromisoformat(value)
+    if tp is time:
+        return time.fromisoformat(value)
+    if tp in (UUID, Decimal) or issubclass(tp, Enum):
+        return tp(value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    if isinstance(value, dict) and tp not in (dict, object):
+        return tp(**value)
+    return value
+
+
+__all__ = [
+    "EventDecoder",
+    "EventState",
+    "StateEvent",
+    "decode_event",
+    "decode_json_as",
+    "event",
+    "event_type_name",
+    "from_json_value",
+    "is_state_event_class",
+    "register_event_decoder",
+    "state_event",
+]
