@@ -7,10 +7,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import evercore
 import pluggy
 import pytest
-
-import evercore
 from evercore import hookspecs
 from evercore.errors import ConfigurationError, EvercoreError, UnknownBackendError
 from evercore.registry import (

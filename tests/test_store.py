@@ -11,9 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 import evercore
+import pytest
 from evercore import (
     ConcurrencyError,
     ConstraintViolationError,
@@ -142,13 +141,12 @@ def test_copy_fields_skips_none_values(store: EventStore) -> None:
 def test_exception_in_context_writes_nothing_and_propagates_unchanged(store: EventStore) -> None:
     aggregate_id = open_account(store, "carol")
     error = Boom("inside")
-    with pytest.raises(Boom) as raised:
-        with store.context() as ctx:
-            agg = AccountAggregate()
-            ctx.load_state_into(agg, aggregate_id)
-            ctx.apply_event_to(agg, Deposited(balance=99))
-            ctx.create_aggregate_with_key_into(AccountAggregate(), "never-kept")
-            raise error
+    with pytest.raises(Boom) as raised, store.context() as ctx:
+        agg = AccountAggregate()
+        ctx.load_state_into(agg, aggregate_id)
+        ctx.apply_event_to(agg, Deposited(balance=99))
+        ctx.create_aggregate_with_key_into(AccountAggregate(), "never-kept")
+        raise error
     assert raised.value is error
     assert load(store, aggregate_id).sequence == 1
     with pytest.raises(NotFoundError):
@@ -227,11 +225,10 @@ def test_sequence_error_for_non_contiguous_events_before_any_io(store: EventStor
     aggregate_id = open_account(store, "kim")
     stamp = datetime(2024, 1, 1, tzinfo=timezone.utc)
     gap = SerializedEvent(0, aggregate_id, "Deposited.v2", '{"balance":1}', 3, "", stamp)
-    with pytest.raises(SequenceError) as raised:
-        with store.context() as ctx:
-            agg = AccountAggregate()
-            ctx.load_state_into(agg, aggregate_id)
-            ctx.publish(gap)  # the aggregate is at 1: 3 skips 2
+    with pytest.raises(SequenceError) as raised, store.context() as ctx:
+        agg = AccountAggregate()
+        ctx.load_state_into(agg, aggregate_id)
+        ctx.publish(gap)  # the aggregate is at 1: 3 skips 2
     assert (raised.value.aggregate_id, raised.value.sequence) == (aggregate_id, 3)
     assert str(aggregate_id) in str(raised.value)
     assert load(store, aggregate_id).sequence == 1
@@ -254,17 +251,18 @@ def test_stale_writer_gets_concurrency_error(store: EventStore) -> None:
 
 def test_rolled_back_type_ids_are_not_cached() -> None:
     store = evercore.connect("memory://")
-    with pytest.raises(Boom):
-        with store.context() as ctx:
-            ctx.new_aggregate_id("Ephemeral")
-            raise Boom()
+    with pytest.raises(Boom), store.context() as ctx:
+        ctx.new_aggregate_id("Ephemeral")
+        raise Boom()
     # The engine never committed "Ephemeral"; a later context must register it anew
     # rather than trust an id cached from the rolled-back transaction.
     with store.context() as ctx:
         aggregate_id = ctx.new_aggregate_id("Ephemeral")
     registered = {p.name: p.id for p in store.storage_engine.get_aggregate_types(None)}
     assert "Ephemeral" in registered
-    found = store.in_readonly_context(lambda ctx: ctx.load_aggregate_state("Ephemeral", aggregate_id))
+    found = store.in_readonly_context(
+        lambda ctx: ctx.load_aggregate_state("Ephemeral", aggregate_id)
+    )
     assert found.aggregate_id == aggregate_id
 
 
@@ -289,11 +287,10 @@ def test_handle_other_events_and_not_a_state_event(store: EventStore) -> None:
     loaded = FreezableAccount()
     store.with_readonly_context(lambda ctx: ctx.load_state_into(loaded, aggregate_id))
     assert (loaded.frozen_reason, loaded.state.owner, loaded.sequence) == ("audit", "ned", 2)
-    with pytest.raises(EventStateIsNotAStateEvent, match="Frozen"):
-        with store.context() as ctx:
-            plain = AccountAggregate()
-            ctx.create_aggregate_into(plain)
-            ctx.apply_event_to(plain, Frozen(reason="nope"))
+    with pytest.raises(EventStateIsNotAStateEvent, match="Frozen"), store.context() as ctx:
+        plain = AccountAggregate()
+        ctx.create_aggregate_into(plain)
+        ctx.apply_event_to(plain, Frozen(reason="nope"))
 
 
 def test_decode_event_and_custom_decoders() -> None:
@@ -318,7 +315,7 @@ def test_decode_event_and_custom_decoders() -> None:
     assert (is_state, legacy) == (False, Legacy("raw"))
     with pytest.raises(DecodeError, match="NoSuchType"):
         evercore.decode_event(stored._replace(event_type="NoSuchType"))
-    with pytest.raises(DecodeError, match="Deposited.v2"):
+    with pytest.raises(DecodeError, match=r"Deposited\.v2"):
         evercore.decode_event(stored._replace(state="{not json"))
 
 
@@ -328,16 +325,14 @@ def test_unserializable_payload_names_event_type_and_field(store: EventStore) ->
     class Weird:
         balance: object = None
 
-    with pytest.raises(SerializationError, match=r"Weird.*balance"):
-        with store.context() as ctx:
-            agg = AccountAggregate()
-            ctx.create_aggregate_into(agg)
-            ctx.apply_event_to(agg, Weird(balance=object()))
-    with pytest.raises(SerializationError, match="NaN"):
-        with store.context() as ctx:
-            agg = AccountAggregate()
-            ctx.create_aggregate_into(agg)
-            ctx.apply_event_to(agg, Weird(balance=float("nan")))
+    with pytest.raises(SerializationError, match=r"Weird.*balance"), store.context() as ctx:
+        agg = AccountAggregate()
+        ctx.create_aggregate_into(agg)
+        ctx.apply_event_to(agg, Weird(balance=object()))
+    with pytest.raises(SerializationError, match="NaN"), store.context() as ctx:
+        agg = AccountAggregate()
+        ctx.create_aggregate_into(agg)
+        ctx.apply_event_to(agg, Weird(balance=float("nan")))
 
 
 def test_event_time_and_reference_round_trip(store: EventStore) -> None:
@@ -351,9 +346,8 @@ def test_event_time_and_reference_round_trip(store: EventStore) -> None:
     assert stored.event_time == stamp
     assert stored.event_time.tzinfo == timezone.utc
     assert stored.reference == "r-9"
-    with pytest.raises(ValueError, match="timezone"):
-        with store.context() as ctx:
-            ctx.apply_event_to(agg, Deposited(balance=1), time=datetime(2024, 1, 1))
+    with pytest.raises(ValueError, match="timezone"), store.context() as ctx:
+        ctx.apply_event_to(agg, Deposited(balance=1), time=datetime(2024, 1, 1))
 
 
 def test_save_state_writes_serialized_events_and_snapshots(store: EventStore) -> None:

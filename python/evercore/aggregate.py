@@ -94,7 +94,8 @@ class StateAggregate(Generic[T]):
         self.state: T = state if state is not None else self.state_type()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(id={self.id}, sequence={self.sequence}, state={self.state!r})"
+        name = type(self).__name__
+        return f"{name}(id={self.id}, sequence={self.sequence}, state={self.state!r})"
 
     def get_snapshot_state(self) -> str | None:
         """The state as compact JSON."""
@@ -152,19 +153,20 @@ def copy_fields(source: object, target: T) -> T:
         for name, value in changes.items():
             setattr(target, name, value)
     except (dataclasses.FrozenInstanceError, AttributeError, TypeError):
-        return _replace(target, changes)
+        replaced: T = _replace(target, changes)
+        return replaced
     return target
 
 
-def _replace(target: T, changes: dict[str, Any]) -> T:
+def _replace(target: Any, changes: dict[str, Any]) -> Any:
     if dataclasses.is_dataclass(target) and not isinstance(target, type):
-        return typing.cast(T, dataclasses.replace(target, **changes))
+        return dataclasses.replace(target, **changes)
     model_copy = getattr(target, "model_copy", None)
     if callable(model_copy):  # a frozen pydantic model
-        return typing.cast(T, model_copy(update=changes))
+        return model_copy(update=changes)
     import msgspec  # the only other kind of state whose setattr can fail
 
-    return typing.cast(T, msgspec.structs.replace(target, **changes))
+    return msgspec.structs.replace(target, **changes)
 
 
 def _field_names(cls: type) -> frozenset[str]:

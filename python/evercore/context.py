@@ -220,7 +220,11 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
 
 
-def columns_of(events: Sequence[SerializedEvent]) -> tuple[list[int], list[int], list[str], list[object], list[datetime], list[str]]:
+EventColumns = tuple[list[int], list[int], list[str], list[object], list[datetime], list[str]]
+"""Captured events as (aggregate ids, sequences, event types, payloads, times, references)."""
+
+
+def columns_of(events: Sequence[SerializedEvent]) -> EventColumns:
     """Split serialized events into the columns the batch kernels take."""
     return (
         [e.aggregate_id for e in events],

@@ -14,7 +14,8 @@ ERROR_NOT_FOUND = "not_found"
 """``StorageEngineError.error_type`` of a lookup that found nothing (Go ``ErrorNotFound``)."""
 
 ERROR_CONSTRAINT_VIOLATION = "constraint_violation"
-"""``StorageEngineError.error_type`` of a uniqueness violation (Go ``ErrorTypeConstraintViolation``)."""
+"""``StorageEngineError.error_type`` of a uniqueness violation (Go
+``ErrorTypeConstraintViolation``)."""
 
 
 class EvercoreError(Exception):

@@ -118,9 +118,9 @@ def event(cls: C | None = None, /, *, name: str | None = None) -> C | Callable[[
         type_name = name or target.__name__
         setattr(target, _EVENT_NAME_ATTR, type_name)
         if "event_type" not in target.__dict__:
-            target.event_type = type_name
+            setattr(target, "event_type", type_name)  # noqa: B010 (a class decorator adds it)
         if "serialize" not in target.__dict__:
-            target.serialize = lambda self: _kernels.dumps(self, type_name)
+            setattr(target, "serialize", lambda self: _kernels.dumps(self, type_name))  # noqa: B010
         _register(_event_classes, target, type_name)
         return target
 
@@ -192,8 +192,10 @@ def decode_json_as(cls: type[T], text: str, what: str) -> T:
         if hasattr(cls, "__struct_fields__"):  # msgspec
             import msgspec
 
-            return typing.cast(T, msgspec.json.decode(text, type=cls))
-        return from_json_value(cls, json.loads(text))
+            decoded: T = msgspec.json.decode(text, type=cls)
+            return decoded
+        rebuilt: T = from_json_value(cls, json.loads(text))
+        return rebuilt
     except DecodeError:
         raise
     except Exception as exc:

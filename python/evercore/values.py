@@ -101,12 +101,14 @@ class StartFrom:
 
     def __post_init__(self) -> None:
         if self.kind not in _START_KINDS:
-            raise ValueError(f"unknown StartFrom kind {self.kind!r}; expected one of {_START_KINDS}")
-        if self.kind == START_TIMESTAMP:
-            if self.timestamp is None or self.timestamp.tzinfo is None:
-                raise ValueError(
-                    f"StartFrom.at_time needs a timezone-aware datetime, got {self.timestamp!r}"
-                )
+            raise ValueError(
+                f"unknown StartFrom kind {self.kind!r}; expected one of {_START_KINDS}"
+            )
+        needs_time = self.kind == START_TIMESTAMP
+        if needs_time and (self.timestamp is None or self.timestamp.tzinfo is None):
+            raise ValueError(
+                f"StartFrom.at_time needs a timezone-aware datetime, got {self.timestamp!r}"
+            )
         if self.event_id < 0:
             raise ValueError(f"StartFrom event_id must be >= 0, got {self.event_id}")
 
