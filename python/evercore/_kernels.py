@@ -16,9 +16,19 @@ PURE_PYTHON = os.environ.get("EVERCORE_PURE_PYTHON", "") == "1"
 # The Rust kernels land in evercore._core; until then the twins serve both modes.
 from evercore._pure import (  # noqa: E402
     dumps,
+    encode_copy_rows,
+    encode_events,
     filter_events,
     serialize_payloads,
     validate_sequences,
 )
 
-__all__ = ["PURE_PYTHON", "dumps", "filter_events", "serialize_payloads", "validate_sequences"]
+__all__ = [
+    "PURE_PYTHON",
+    "dumps",
+    "encode_copy_rows",
+    "encode_events",
+    "filter_events",
+    "serialize_payloads",
+    "validate_sequences",
+]

@@ -11,14 +11,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import struct
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 from uuid import UUID
 
 from evercore.errors import SequenceError, SerializationError
+from evercore.values import StorageEngineEvent
+
+MAX_NESTING = 256
+"""Deepest nesting a payload may have: each container, Enum value and model dump
+is one level. Deeper input (often a cycle) is a ``SerializationError``, not a crash."""
 
 
 def validate_sequences(
@@ -31,12 +37,9 @@ def validate_sequences(
     context does not know may start anywhere >= 1), with none below 1.
     Raises ``SequenceError`` naming the first offending aggregate id and sequence.
     """
-    if len(aggregate_ids) != len(sequences):
-        raise ValueError(
-            f"validate_sequences: {len(aggregate_ids)} aggregate ids but {len(sequences)} sequences"
-        )
+    _check_lengths("validate_sequences", aggregate_ids=aggregate_ids, sequences=sequences)
     last: dict[int, int] = {}
-    for aggregate_id, sequence in zip(aggregate_ids, sequences):
+    for aggregate_id, sequence in zip(aggregate_ids, sequences, strict=True):
         if sequence < 1:
             raise SequenceError(
                 aggregate_id, sequence, f"aggregate {aggregate_id}: sequence {sequence} is below 1"
@@ -101,14 +104,52 @@ def filter_events(
 def serialize_payloads(payloads: Sequence[object], event_types: Sequence[str]) -> list[str]:
     """JSON text for each payload; a ``str`` payload is already-serialized JSON and
     passes through unchanged. ``event_types[i]`` names payload ``i`` in errors."""
-    if len(payloads) != len(event_types):
-        raise ValueError(
-            f"serialize_payloads: {len(payloads)} payloads but {len(event_types)} event types"
-        )
+    _check_lengths("serialize_payloads", payloads=payloads, event_types=event_types)
     return [
         payload if isinstance(payload, str) else dumps(payload, event_type)
-        for payload, event_type in zip(payloads, event_types)
+        for payload, event_type in zip(payloads, event_types, strict=True)
     ]
+
+
+def encode_events(
+    aggregate_ids: Sequence[int],
+    sequences: Sequence[int],
+    event_types: Sequence[str],
+    payloads: Sequence[object],
+    event_times: Sequence[datetime],
+    references: Sequence[str],
+    event_type_ids: Mapping[str, int],
+) -> list[StorageEngineEvent]:
+    """Serialize a batch given as columns and build the events an engine writes.
+
+    Payloads are serialized as by :func:`serialize_payloads` (all of them first, so
+    a bad payload is reported before an unknown event type); ``event_type_ids``
+    resolves each event type (a missing one is a ``KeyError``).
+    """
+    _check_lengths(
+        "encode_events",
+        aggregate_ids=aggregate_ids,
+        sequences=sequences,
+        event_types=event_types,
+        payloads=payloads,
+        event_times=event_times,
+        references=references,
+    )
+    states = serialize_payloads(payloads, event_types)
+    return [
+        StorageEngineEvent(aggregate_id, sequence, event_type_ids[event_type], state, time_, ref)
+        for aggregate_id, sequence, event_type, state, time_, ref in zip(
+            aggregate_ids, sequences, event_types, states, event_times, references, strict=True
+        )
+    ]
+
+
+def _check_lengths(kernel: str, **columns: Sequence[object]) -> None:
+    """Raise ``ValueError`` unless every column has the same length."""
+    lengths = {name: len(column) for name, column in columns.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{name}={length}" for name, length in lengths.items())
+        raise ValueError(f"{kernel}: columns differ in length ({shown})")
 
 
 def dumps(payload: object, event_type: str = "") -> str:
@@ -124,15 +165,28 @@ def format_datetime(value: datetime) -> str:
     return value.isoformat() + "Z"
 
 
-def to_json_value(value: Any, event_type: str, path: str) -> Any:
+def to_json_value(value: Any, event_type: str, path: str, depth: int = 0) -> Any:
     """``value`` as plain JSON data. ``path`` (``$.field[0]``) locates it in errors.
 
-    Supported: None, bool, int, float (finite), str, dict with str keys, list,
-    tuple, dataclasses, datetimes (UTC ISO-8601), dates and times (ISO-8601),
-    UUIDs and Decimals (as strings), Enums (their value), pydantic models
-    (``model_dump(mode="json")``) and msgspec Structs (``msgspec.to_builtins``).
+    Supported: None, bool, int, float (finite), str (valid Unicode: no lone
+    surrogates), dict with str keys, list, tuple, dataclasses, datetimes (UTC
+    ISO-8601), dates and times (ISO-8601), UUIDs and Decimals (as strings), Enums
+    (their value), pydantic models (``model_dump(mode="json")``) and msgspec
+    Structs (``msgspec.to_builtins``). ``depth`` counts the levels above ``value``;
+    past :data:`MAX_NESTING` the payload is refused.
     """
-    if value is None or isinstance(value, (bool, str)):
+    if depth > MAX_NESTING:
+        raise SerializationError(
+            f"event {event_type!r}: field {path} is nested more than {MAX_NESTING} levels deep"
+        )
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if not _is_utf8_encodable(value):
+            raise SerializationError(
+                f"event {event_type!r}: field {path} is a str with a lone surrogate, "
+                "which cannot be encoded as UTF-8"
+            )
         return value
     if isinstance(value, int):
         return int(value)
@@ -150,31 +204,57 @@ def to_json_value(value: Any, event_type: str, path: str) -> Any:
     if isinstance(value, (UUID, Decimal)):
         return str(value)
     if isinstance(value, Enum):
-        return to_json_value(value.value, event_type, path)
+        return to_json_value(value.value, event_type, path, depth + 1)
     if isinstance(value, Mapping):
-        result = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise SerializationError(
-                    f"event {event_type!r}: field {path} has a key {key!r} of type "
-                    f"{type(key).__name__}; JSON object keys must be str"
-                )
-            result[key] = to_json_value(item, event_type, f"{path}.{key}")
-        return result
+        return _mapping_to_json(value, event_type, path, depth)
     if isinstance(value, (list, tuple)):
-        return [to_json_value(item, event_type, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [
+            to_json_value(item, event_type, f"{path}[{i}]", depth + 1)
+            for i, item in enumerate(value)
+        ]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: to_json_value(getattr(value, f.name), event_type, f"{path}.{f.name}")
+            f.name: to_json_value(getattr(value, f.name), event_type, f"{path}.{f.name}", depth + 1)
             for f in dataclasses.fields(value)
         }
     dumped = _foreign_model_dump(value)
     if dumped is not None:
-        return to_json_value(dumped, event_type, path)
+        return to_json_value(dumped, event_type, path, depth + 1)
     raise SerializationError(
         f"event {event_type!r}: field {path} has a value of type {type(value).__name__} "
         "that cannot be serialized to JSON"
     )
+
+
+def _mapping_to_json(
+    value: Mapping[Any, Any], event_type: str, path: str, depth: int
+) -> dict[str, Any]:
+    """A mapping's items as JSON data; every key must be a UTF-8-encodable str."""
+    result = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise SerializationError(
+                f"event {event_type!r}: field {path} has a key {key!r} of type "
+                f"{type(key).__name__}; JSON object keys must be str"
+            )
+        if not _is_utf8_encodable(key):
+            raise SerializationError(
+                f"event {event_type!r}: field {path} has a key {key!r} with a lone "
+                "surrogate, which cannot be encoded as UTF-8"
+            )
+        result[key] = to_json_value(item, event_type, f"{path}.{key}", depth + 1)
+    return result
+
+
+def _is_utf8_encodable(text: str) -> bool:
+    """False for a str holding a lone surrogate (which no database or wire accepts)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _foreign_model_dump(value: Any) -> Any | None:
@@ -187,3 +267,63 @@ def _foreign_model_dump(value: Any) -> Any | None:
 
         return msgspec.to_builtins(value)
     return None
+
+
+_PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_PG_COPY_TRAILER = struct.pack(">h", -1)
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_INT8_MIN, _INT8_MAX = -(2**63), 2**63 - 1
+
+
+def encode_copy_rows(events: Sequence[StorageEngineEvent]) -> bytes:
+    """PostgreSQL binary ``COPY ... FROM STDIN (FORMAT binary)`` data (header, rows,
+    trailer) for the columns ``(aggregate_id int8, sequence int8, event_type_id int8,
+    state text, event_time timestamptz, reference text)``.
+
+    A naive ``event_time`` is taken as UTC. A value PostgreSQL would refuse (an int
+    outside int8, text with a NUL or a lone surrogate, a time that is not a
+    datetime) raises ``SerializationError`` naming the event and the field.
+    """
+    parts = [_PG_COPY_HEADER]
+    for event in events:
+        where = f"event (aggregate {event.aggregate_id}, sequence {event.sequence})"
+        parts.append(b"\x00\x06")
+        for field in ("aggregate_id", "sequence", "event_type_id"):
+            parts.append(b"\x00\x00\x00\x08" + _int8(getattr(event, field), where, field))
+        parts.append(_copy_text(event.state, where, "state"))
+        parts.append(b"\x00\x00\x00\x08" + _pg_timestamp(event.event_time, where))
+        parts.append(_copy_text(event.reference, where, "reference"))
+    parts.append(_PG_COPY_TRAILER)
+    return b"".join(parts)
+
+
+def _int8(value: int, where: str, field: str) -> bytes:
+    """``value`` as a big-endian int8."""
+    if not isinstance(value, int) or not _INT8_MIN <= value <= _INT8_MAX:
+        raise SerializationError(f"{where}: {field} {value!r} is not an int8 integer")
+    return struct.pack(">q", value)
+
+
+def _copy_text(value: str, where: str, field: str) -> bytes:
+    """A text field: its length then its UTF-8 bytes."""
+    if not isinstance(value, str):
+        raise SerializationError(f"{where}: {field} is a {type(value).__name__}, not a str")
+    if "\x00" in value:
+        raise SerializationError(f"{where}: {field} contains a NUL character")
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SerializationError(
+            f"{where}: {field} contains a lone surrogate, which cannot be encoded as UTF-8"
+        ) from None
+    return struct.pack(">i", len(data)) + data
+
+
+def _pg_timestamp(value: datetime, where: str) -> bytes:
+    """A timestamptz: microseconds since 2000-01-01 UTC (a naive time is UTC)."""
+    if not isinstance(value, datetime):
+        raise SerializationError(f"{where}: event_time is a {type(value).__name__}, not a datetime")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return struct.pack(">q", (value - _PG_EPOCH) // _ONE_MICROSECOND)
