@@ -120,8 +120,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``evercore`` argument parser with every subcommand."""
-    # --debug is accepted before or after the subcommand; SUPPRESS keeps a subcommand's
-    # unset flag from overwriting the top-level one.
+    # --debug is accepted before or after the subcommand. The subcommands' copy defaults
+    # to SUPPRESS so that, when absent there, it does not overwrite the top-level value.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--debug",
@@ -135,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Inspect, migrate, follow and benchmark stores.",
         epilog=_EXIT_CODES_HELP + "\nRun 'evercore COMMAND --help' for a command's options.",
         formatter_class=_Formatter,
-        parents=[common],
     )
-    parser.set_defaults(debug=False)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback when a command fails"
+    )
     parser.add_argument("--version", action="version", version=f"evercore {_version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_backends(commands, common)
@@ -406,9 +407,13 @@ def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
         "Run the standard workloads on each store in turn and print a comparison\n"
         "table: events/s per workload, and each store's ratio to the first one.\n"
         "With no URI: memory:// and a temporary SQLite file.\n\n"
-        "Workloads: ingest in contexts of --batch events and of 1 event; rehydrate one\n"
-        "aggregate; catch-up read of the whole log in pages; threads appending to a\n"
-        "few hot aggregates with retry on conflict. Payloads are ~150 bytes of JSON.\n\n"
+        "workloads (payloads of ~150 bytes of JSON):\n"
+        "  ingest_batch   --events events over --aggregates aggregates, --batch per context\n"
+        "  ingest_single  --single-events events, one per context (one transaction each)\n"
+        "  rehydrate      load one 1,000-event aggregate until --events events are replayed\n"
+        "  catchup        read the whole log in pages of 1,000, as a subscription catching up\n"
+        "  concurrent     --threads threads append --events/10 events to 4 hot aggregates,\n"
+        "                 retrying on conflict\n\n"
         "The benchmark writes data it never deletes, so every store must be empty\n"
         "(use a throwaway database, ?schema= or ?prefix=) unless --yes is given.\n\n"
         "examples:\n"
@@ -462,8 +467,16 @@ def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
         help="run only this workload (repeatable): " + ", ".join(WORKLOAD_KEYS),
     )
     out = sub.add_argument_group("output")
-    out.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-': stdout)")
-    out.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    out.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the results as JSON ('-': to stdout, instead of the table)",
+    )
+    out.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="also write the table as Markdown ('-': to stdout, instead of the table)",
+    )
     out.add_argument(
         "--plot",
         metavar="FILE.png",
@@ -485,6 +498,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         aggregates=args.aggregates,
         batch=args.batch,
         single_events=args.single_events or max(args.events // 10, 1),
+        concurrent_events=max(args.events // 10, 1),
         threads=args.threads,
     )
     workloads = [w for w in bench.WORKLOADS if not args.workload or w.key in args.workload]
@@ -493,7 +507,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     progress = None if args.no_progress else sys.stderr
     with _bench_targets(args.uris) as targets:
         report = bench.run_bench(targets, config, workloads, progress, allow_non_empty=args.yes)
-    print(bench.render_text(report))
+    if "-" not in (args.json, args.markdown):  # stdout already carries the chosen format
+        print(bench.render_text(report))
     command = " ".join(["evercore", *(shlex.quote(redact_uri(a)) for a in args.command_line)])
     if args.json:
         bench.write_text(args.json, bench.render_json(report))
