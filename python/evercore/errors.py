@@ -89,6 +89,12 @@ class InvalidKeyError(EvercoreError, ValueError):
     """A natural key that no engine may store (empty, NUL bytes, lone surrogates)."""
 
 
+class LimitExceededError(EvercoreError, ValueError):
+    """An input breaks a documented limit of :mod:`evercore.limits` (payload size,
+    events per context, name or reference length, text no backend can store).
+    Raised before anything is written."""
+
+
 class EventStateIsNotAStateEvent(EvercoreError):
     """A ``StateAggregate`` got an event that is not a ``StateEvent`` and has no
     ``handle_other_events`` (Go ``ErrEventStateIsNotAStateEvent``)."""
@@ -144,6 +150,7 @@ __all__ = [
     "EvercoreError",
     "InvalidKeyError",
     "KeyTooLongError",
+    "LimitExceededError",
     "NotFoundError",
     "SchemaVersionError",
     "SequenceError",
