@@ -21,7 +21,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from evercore import _kernels
+from evercore import _kernels, limits
 from evercore.context import EventStoreContext, EventStoreReadonlyContext, columns_of
 from evercore.registry import InstalledBackend, get_registry, open_engine
 from evercore.spi import StorageEngine, SupportsMigrations, Transaction
@@ -229,12 +229,15 @@ class EventStore:
         known_sequences: Mapping[int, int],
     ) -> None:
         """Check, serialize and write a batch given as columns (the path every context
-        takes at commit). Sequence rules are checked before any I/O."""
+        takes at commit). Sequence rules and the limits of :mod:`evercore.limits` are
+        checked before the engine writes anything."""
+        limits.check_context_batch(event_types, payloads, references)
         _kernels.validate_sequences(aggregate_ids, sequences, known_sequences)
         ids = type_ids.event_type_ids(tx, set(event_types))
         storage_events = _kernels.encode_events(
             aggregate_ids, sequences, event_types, payloads, event_times, references, ids
         )
+        limits.check_encoded(storage_events, snapshots)
         self.storage_engine.write_state(tx, storage_events, snapshots)
 
     # -- subscriptions ----------------------------------------------------------
