@@ -1,0 +1,929 @@
+"""The in-memory storage engine (``memory://``): thread-safe, transactional, indexed.
+
+Committed data lives behind one lock. A :class:`MemoryTransaction` buffers every
+write (types, aggregates, key changes, events, snapshots, subscription changes)
+and applies all of it atomically on ``commit()``; ``rollback()`` drops the buffer.
+Reads inside a transaction see the committed data overlaid with its own writes.
+
+Indexes: events per aggregate in sequence order (loads bisect to the snapshot),
+natural keys in a dict, the latest snapshot per aggregate, and the global log as
+parallel column lists where an event's id is its position + 1. Ids are assigned
+at commit under the lock, so the log never has gaps and subscription reads jump
+straight to the cursor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+from evercore._kernels import filter_events
+from evercore.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    ConstraintViolationError,
+    NotFoundError,
+    StorageEngineError,
+    SubscriptionLeaseLost,
+)
+from evercore.spi import MAX_KEY_LENGTH, StoreCounts, Transaction, validate_natural_key
+from evercore.values import (
+    START_BEGINNING,
+    START_END,
+    START_EVENT_ID,
+    START_TIMESTAMP,
+    IdNamePair,
+    SerializedEvent,
+    Snapshot,
+    StorageEngineEvent,
+    Subscription,
+)
+
+_START_KINDS = (START_BEGINNING, START_END, START_EVENT_ID, START_TIMESTAMP)
+
+
+def open_memory_engine(uri: str, **options: Any) -> MemoryStorageEngine:
+    """Open a fresh, empty engine for ``memory://`` (which takes no options)."""
+    if options:
+        raise ConfigurationError(f"memory:// takes no options; got {', '.join(sorted(options))}")
+    if uri.rstrip("/") not in ("memory:", "memory:/"):
+        raise ConfigurationError(f"the memory engine's URI is 'memory://', got {uri!r}")
+    return MemoryStorageEngine()
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    if moment.tzinfo is timezone.utc:
+        return moment
+    return moment.astimezone(timezone.utc)
+
+
+def _now() -> datetime:
+    """The one clock leases are judged by."""
+    return datetime.fromtimestamp(time.time(), timezone.utc)
+
+
+class _Aggregate(NamedTuple):
+    type_id: int
+    key: str | None
+
+
+class _TypeTable:
+    """Registered names of one kind (aggregate or event types).
+
+    An id is reserved for a name the first time any transaction asks for it and is
+    kept even if that transaction rolls back, so concurrent transactions that
+    register the same name agree on its id and never conflict at commit.
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.names: dict[int, str] = {}
+        self._reserved: dict[str, int] = {}
+        self._counter = itertools.count(1)
+
+    def reserve(self, name: str) -> int:
+        """The id ``name`` gets (caller holds the engine lock)."""
+        type_id = self._reserved.get(name)
+        if type_id is None:
+            type_id = self._reserved[name] = next(self._counter)
+        return type_id
+
+    def add(self, name: str, type_id: int) -> None:
+        """Make a reserved name registered."""
+        self.ids[name] = type_id
+        self.names[type_id] = name
+
+
+class _AggregateEvents:
+    """One aggregate's committed events in sequence order, with the sequences to bisect."""
+
+    __slots__ = ("events", "sequences")
+
+    def __init__(self) -> None:
+        self.sequences: list[int] = []
+        self.events: list[SerializedEvent] = []
+
+    def add(self, event: SerializedEvent) -> None:
+        if not self.sequences or event.sequence > self.sequences[-1]:
+            self.sequences.append(event.sequence)
+            self.events.append(event)
+            return
+        # Out-of-order sequences are legal for write_state (it only rejects duplicates).
+        at = bisect_left(self.sequences, event.sequence)
+        self.sequences.insert(at, event.sequence)
+        self.events.insert(at, event)
+
+    def has(self, sequence: int) -> bool:
+        at = bisect_left(self.sequences, sequence)
+        return at < len(self.sequences) and self.sequences[at] == sequence
+
+    def after(self, sequence: int) -> list[SerializedEvent]:
+        return self.events[bisect_right(self.sequences, sequence) :]
+
+
+class _Log:
+    """The global log in columns (position = event id - 1) for the filter kernel."""
+
+    def __init__(self) -> None:
+        self.events: list[SerializedEvent] = []
+        self.aggregate_type_ids: list[int] = []
+        self.aggregate_ids: list[int] = []
+        self.event_type_ids: list[int] = []
+        # Running maximum of event_time: non-decreasing, so the first event at or
+        # after a time is found by bisecting it even though event times are not.
+        self.max_times: list[datetime] = []
+
+    def append(self, event: SerializedEvent, aggregate_type_id: int, event_type_id: int) -> None:
+        self.events.append(event)
+        self.aggregate_type_ids.append(aggregate_type_id)
+        self.aggregate_ids.append(event.aggregate_id)
+        self.event_type_ids.append(event_type_id)
+        latest = self.max_times[-1] if self.max_times else event.event_time
+        self.max_times.append(max(latest, event.event_time))
+
+    @property
+    def max_id(self) -> int:
+        return len(self.events)
+
+    def first_id_at(self, moment: datetime) -> int:
+        """The id of the first event with time >= ``moment``, 0 when none."""
+        position = bisect_left(self.max_times, moment)
+        return position + 1 if position < len(self.max_times) else 0
+
+
+@dataclass
+class _SubscriptionRecord:
+    """A stored subscription; mutated only under the engine lock."""
+
+    id: int
+    name: str
+    aggregate_type_id: int | None
+    event_type_id: int | None
+    aggregate_key: str | None
+    start_from: str
+    start_event_id: int
+    start_timestamp: datetime | None
+    last_event_id: int
+    active: bool = True
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    event_type_ids: set[int] = field(default_factory=set)
+
+    def held_by(self, owner: str, now: datetime) -> bool:
+        """True while ``owner`` holds an unexpired lease."""
+        return (
+            self.lease_owner == owner
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
+
+    def lease_free(self, now: datetime) -> bool:
+        return self.lease_expires_at is None or self.lease_expires_at <= now
+
+    def value(self) -> Subscription:
+        return Subscription(
+            id=self.id,
+            name=self.name,
+            aggregate_type_id=self.aggregate_type_id,
+            event_type_id=self.event_type_id,
+            event_type_ids=tuple(sorted(self.event_type_ids)),
+            aggregate_key=self.aggregate_key,
+            start_from=self.start_from,
+            start_event_id=self.start_event_id,
+            start_timestamp=self.start_timestamp,
+            last_event_id=self.last_event_id,
+            active=self.active,
+            lease_owner=self.lease_owner,
+            lease_expires_at=self.lease_expires_at,
+        )
+
+
+class _Subscriptions:
+    """The subscription table (copied whole by a transaction that changes it: it is small)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, _SubscriptionRecord] = {}
+        self.by_id: dict[int, _SubscriptionRecord] = {}
+
+    def add(self, record: _SubscriptionRecord) -> None:
+        self.by_name[record.name] = record
+        self.by_id[record.id] = record
+
+    def get_by_id(self, subscription_id: int) -> _SubscriptionRecord:
+        record = self.by_id.get(subscription_id)
+        if record is None:
+            raise NotFoundError(f"subscription id {subscription_id} not found")
+        return record
+
+    def copy(self) -> _Subscriptions:
+        clone = _Subscriptions()
+        for record in self.by_id.values():
+            clone.add(replace(record, event_type_ids=set(record.event_type_ids)))
+        return clone
+
+
+_SubscriptionOp = Callable[[_Subscriptions], object]
+"""A subscription change, run under the lock; a transaction replays it at commit."""
+
+
+class _Pending(NamedTuple):
+    event: SerializedEvent  # event_id 0 until commit
+    aggregate_type_id: int
+    event_type_id: int
+
+
+class MemoryTransaction:
+    """A transaction of :class:`MemoryStorageEngine`: a private buffer of writes.
+
+    Use it from one thread at a time. ``commit()`` applies everything atomically or
+    raises and applies nothing; ``rollback()`` (idempotent, also after ``commit()``)
+    discards the buffer. Once finished it cannot be used again.
+    """
+
+    def __init__(self, engine: MemoryStorageEngine) -> None:
+        self.engine = engine
+        self.finished = False
+        self.failure: Exception | None = None
+        self.aggregate_types: dict[str, int] = {}
+        self.event_types: dict[str, int] = {}
+        self.event_type_names: dict[int, str] = {}
+        self.aggregates: dict[int, _Aggregate] = {}
+        self.keys: dict[str, int | None] = {}  # None: the key was given up
+        self.events: list[_Pending] = []
+        self.events_by_aggregate: dict[int, dict[int, SerializedEvent]] = {}
+        self.snapshots: dict[int, Snapshot] = {}
+        self.subscriptions: _Subscriptions | None = None
+        self.subscription_ops: list[tuple[_SubscriptionOp, object]] = []
+
+    def commit(self) -> None:
+        """Apply every buffered write atomically; on error nothing is applied."""
+        if self.finished:
+            raise StorageEngineError("memory transaction is already finished")
+        self.finished = True
+        if self.failure is not None:
+            raise StorageEngineError(
+                "memory transaction cannot commit after an error; nothing was written"
+            ) from self.failure
+        self.engine._commit(self)
+
+    def rollback(self) -> None:
+        """Discard every buffered write."""
+        self.finished = True
+        self.events.clear()
+        self.subscription_ops.clear()
+
+
+class MemoryStorageEngine:
+    """An in-process :class:`evercore.spi.StorageEngine`; also ``SupportsEventWait``
+    and ``SupportsStats``. Not durable: everything is lost on ``close()``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._aggregate_types = _TypeTable()
+        self._event_types = _TypeTable()
+        self._aggregate_ids = itertools.count(1)
+        self._subscription_ids = itertools.count(1)
+        self._aggregates: dict[int, _Aggregate] = {}
+        self._keys: dict[str, int] = {}
+        self._events: dict[int, _AggregateEvents] = {}
+        self._snapshots: dict[int, Snapshot] = {}
+        self._log = _Log()
+        self._subscriptions = _Subscriptions()
+        self._closed = False
+
+    # -- engine ----------------------------------------------------------------
+    @property
+    def max_key_length(self) -> int:
+        """The longest natural key stored (64, as every built-in engine)."""
+        return MAX_KEY_LENGTH
+
+    def get_transaction_info(self) -> MemoryTransaction:
+        """Begin a transaction."""
+        return MemoryTransaction(self)
+
+    def close(self) -> None:
+        """Wake any waiter; the data stays readable until the engine is dropped."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _tx(self, tx: Transaction | None) -> MemoryTransaction | None:
+        if tx is None:
+            return None
+        if not isinstance(tx, MemoryTransaction) or tx.engine is not self:
+            raise StorageEngineError(f"{tx!r} is not a transaction of this memory engine")
+        if tx.finished:
+            raise StorageEngineError("memory transaction is already finished")
+        return tx
+
+    @contextmanager
+    def _writing(self, tx: Transaction | None) -> Iterator[MemoryTransaction]:
+        """The caller's transaction, or one that commits on success (autocommit)."""
+        own = self._tx(tx)
+        if own is not None:
+            yield own
+            return
+        auto = MemoryTransaction(self)
+        try:
+            yield auto
+        except BaseException:
+            auto.rollback()
+            raise
+        auto.commit()
+
+    # -- types -----------------------------------------------------------------
+    def get_event_type_id(self, tx: Transaction | None, name: str) -> int:
+        """The id of an event type, registering the name if it is new."""
+        own = self._tx(tx)
+        with self._lock:
+            found = self._event_types.ids.get(name)
+            if found is not None:
+                return found
+            type_id = self._event_types.reserve(name)
+            if own is None:
+                self._event_types.add(name, type_id)
+                return type_id
+        own.event_types[name] = type_id
+        own.event_type_names[type_id] = name
+        return type_id
+
+    def get_aggregate_type_id(self, tx: Transaction | None, name: str) -> int:
+        """The id of an aggregate type, registering the name if it is new."""
+        own = self._tx(tx)
+        with self._lock:
+            found = self._aggregate_types.ids.get(name)
+            if found is not None:
+                return found
+            type_id = self._aggregate_types.reserve(name)
+            if own is None:
+                self._aggregate_types.add(name, type_id)
+                return type_id
+        own.aggregate_types[name] = type_id
+        return type_id
+
+    def get_aggregate_types(self, tx: Transaction | None) -> list[IdNamePair]:
+        """Every registered aggregate type, by id."""
+        own = self._tx(tx)
+        with self._lock:
+            names = dict(self._aggregate_types.ids)
+        if own is not None:
+            names.update(own.aggregate_types)
+        return sorted(IdNamePair(type_id, name) for name, type_id in names.items())
+
+    def get_event_types(self, tx: Transaction | None) -> list[IdNamePair]:
+        """Every registered event type, by id."""
+        own = self._tx(tx)
+        with self._lock:
+            names = dict(self._event_types.ids)
+        if own is not None:
+            names.update(own.event_types)
+        return sorted(IdNamePair(type_id, name) for name, type_id in names.items())
+
+    # -- aggregates --------------------------------------------------------------
+    def _aggregate(self, own: MemoryTransaction | None, aggregate_id: int) -> _Aggregate | None:
+        """The aggregate as ``own`` sees it (caller holds the lock)."""
+        if own is not None and aggregate_id in own.aggregates:
+            return own.aggregates[aggregate_id]
+        return self._aggregates.get(aggregate_id)
+
+    def _key_owner(self, own: MemoryTransaction | None, key: str) -> int | None:
+        """The id of the aggregate holding ``key`` as ``own`` sees it (caller holds the lock)."""
+        if own is not None and key in own.keys:
+            return own.keys[key]
+        return self._keys.get(key)
+
+    def _aggregate_type_exists(self, own: MemoryTransaction, type_id: int) -> bool:
+        return type_id in self._aggregate_types.names or type_id in own.aggregate_types.values()
+
+    def _create(self, own: MemoryTransaction, type_id: int, key: str | None) -> int:
+        """Buffer a new aggregate (caller holds the lock and has checked the key is free)."""
+        if not self._aggregate_type_exists(own, type_id):
+            raise NotFoundError(f"aggregate type id {type_id} is not registered")
+        aggregate_id = next(self._aggregate_ids)
+        own.aggregates[aggregate_id] = _Aggregate(type_id, key)
+        if key is not None:
+            own.keys[key] = aggregate_id
+        return aggregate_id
+
+    def new_aggregate(self, tx: Transaction | None, aggregate_type_id: int) -> int:
+        """Create an aggregate without a natural key; return its id."""
+        with self._writing(tx) as own, self._lock:
+            return self._create(own, aggregate_type_id, None)
+
+    def new_aggregate_with_key(
+        self, tx: Transaction | None, aggregate_type_id: int, natural_key: str
+    ) -> int:
+        """Create an aggregate with a natural key; a taken key is a ``ConstraintViolationError``."""
+        validate_natural_key(natural_key, self.max_key_length)
+        with self._writing(tx) as own, self._lock:
+            owner = self._key_owner(own, natural_key)
+            if owner is not None:
+                raise ConstraintViolationError(
+                    f"natural key {natural_key!r} is already used by aggregate {owner}"
+                )
+            return self._create(own, aggregate_type_id, natural_key)
+
+    def get_aggregate_by_id(
+        self, tx: Transaction | None, aggregate_type_id: int, aggregate_id: int
+    ) -> tuple[int, str | None]:
+        """(id, natural key or None) of an aggregate of this type, else ``NotFoundError``."""
+        own = self._tx(tx)
+        with self._lock:
+            found = self._aggregate(own, aggregate_id)
+        if found is None or found.type_id != aggregate_type_id:
+            raise NotFoundError(
+                f"no aggregate {aggregate_id} of aggregate type id {aggregate_type_id}"
+            )
+        return aggregate_id, found.key
+
+    def get_aggregate_by_key(
+        self, tx: Transaction | None, aggregate_type_id: int, natural_key: str
+    ) -> int:
+        """The id of the aggregate of this type with this key, else ``NotFoundError``."""
+        validate_natural_key(natural_key, self.max_key_length)
+        own = self._tx(tx)
+        with self._lock:
+            owner = self._key_owner(own, natural_key)
+            found = None if owner is None else self._aggregate(own, owner)
+        if owner is None or found is None or found.type_id != aggregate_type_id:
+            raise NotFoundError(
+                f"no aggregate with natural key {natural_key!r} of aggregate type id "
+                f"{aggregate_type_id}"
+            )
+        return owner
+
+    def get_or_create_aggregate_by_key(
+        self, tx: Transaction | None, aggregate_type_id: int, natural_key: str
+    ) -> tuple[bool, int]:
+        """(created, id). A key held by an aggregate of another type is a
+        ``ConstraintViolationError`` (keys are unique across types)."""
+        validate_natural_key(natural_key, self.max_key_length)
+        with self._writing(tx) as own, self._lock:
+            owner = self._key_owner(own, natural_key)
+            if owner is None:
+                return True, self._create(own, aggregate_type_id, natural_key)
+            found = self._aggregate(own, owner)
+            if found is not None and found.type_id != aggregate_type_id:
+                raise ConstraintViolationError(
+                    f"natural key {natural_key!r} is used by aggregate {owner} of aggregate "
+                    f"type id {found.type_id}, not {aggregate_type_id}"
+                )
+            return False, owner
+
+    def change_aggregate_natural_key(
+        self, tx: Transaction | None, aggregate_id: int, natural_key: str
+    ) -> None:
+        """Give an aggregate (with or without a key) a new natural key."""
+        validate_natural_key(natural_key, self.max_key_length)
+        with self._writing(tx) as own, self._lock:
+            found = self._aggregate(own, aggregate_id)
+            if found is None:
+                raise NotFoundError(f"aggregate {aggregate_id} not found")
+            if found.key == natural_key:
+                return
+            owner = self._key_owner(own, natural_key)
+            if owner is not None:
+                raise ConstraintViolationError(
+                    f"natural key {natural_key!r} is already used by aggregate {owner}"
+                )
+            own.aggregates[aggregate_id] = found._replace(key=natural_key)
+            if found.key is not None:
+                own.keys[found.key] = None
+            own.keys[natural_key] = aggregate_id
+
+    # -- events and snapshots ----------------------------------------------------
+    def get_snapshot_for_aggregate(
+        self, tx: Transaction | None, aggregate_id: int
+    ) -> Snapshot | None:
+        """The snapshot with the highest sequence, or None."""
+        own = self._tx(tx)
+        with self._lock:
+            committed = self._snapshots.get(aggregate_id)
+        mine = None if own is None else own.snapshots.get(aggregate_id)
+        if mine is not None and (committed is None or mine.sequence >= committed.sequence):
+            return mine
+        return committed
+
+    def get_events_for_aggregate(
+        self, tx: Transaction | None, aggregate_id: int, after_sequence: int
+    ) -> list[SerializedEvent]:
+        """The aggregate's events with sequence > ``after_sequence``, in sequence order.
+
+        Only this aggregate's index is read. Events buffered by ``tx`` have
+        ``event_id`` 0 (ids are given at commit)."""
+        own = self._tx(tx)
+        with self._lock:
+            index = self._events.get(aggregate_id)
+            events = [] if index is None else index.after(after_sequence)
+        pending = None if own is None else own.events_by_aggregate.get(aggregate_id)
+        if pending:
+            events.extend(e for seq, e in pending.items() if seq > after_sequence)
+            events.sort(key=lambda e: e.sequence)
+        return events
+
+    def _has_sequence(self, own: MemoryTransaction, aggregate_id: int, sequence: int) -> bool:
+        """True when the sequence is committed or buffered (caller holds the lock)."""
+        index = self._events.get(aggregate_id)
+        if index is not None and index.has(sequence):
+            return True
+        return sequence in own.events_by_aggregate.get(aggregate_id, ())
+
+    def _stage_events(
+        self, own: MemoryTransaction, events: Sequence[StorageEngineEvent]
+    ) -> list[_Pending]:
+        """Check a batch against committed, buffered and its own events (caller holds the lock)."""
+        staged: list[_Pending] = []
+        seen: set[tuple[int, int]] = set()
+        for event in events:
+            found = self._aggregate(own, event.aggregate_id)
+            if found is None:
+                raise NotFoundError(
+                    f"aggregate {event.aggregate_id} not found (event sequence {event.sequence})"
+                )
+            event_type = self._event_types.names.get(event.event_type_id)
+            if event_type is None:
+                event_type = own.event_type_names.get(event.event_type_id)
+            if event_type is None:
+                raise NotFoundError(f"event type id {event.event_type_id} is not registered")
+            slot = (event.aggregate_id, event.sequence)
+            if slot in seen or self._has_sequence(own, *slot):
+                raise ConcurrencyError(*slot)
+            seen.add(slot)
+            serialized = SerializedEvent(
+                0,
+                event.aggregate_id,
+                event_type,
+                event.state,
+                event.sequence,
+                event.reference,
+                _utc(event.event_time),
+            )
+            staged.append(_Pending(serialized, found.type_id, event.event_type_id))
+        return staged
+
+    def write_state(
+        self,
+        tx: Transaction | None,
+        events: Sequence[StorageEngineEvent],
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        """Buffer events and snapshots; a duplicate (aggregate, sequence) raises
+        ``ConcurrencyError`` and dooms the transaction (nothing of it is kept)."""
+        with self._writing(tx) as own:
+            try:
+                with self._lock:
+                    staged = self._stage_events(own, events)
+                    for snapshot in snapshots:
+                        if self._aggregate(own, snapshot.aggregate_id) is None:
+                            raise NotFoundError(
+                                f"snapshot for aggregate {snapshot.aggregate_id}, which does "
+                                "not exist"
+                            )
+            except (ConcurrencyError, NotFoundError) as error:
+                own.failure = error
+                raise
+            for pending in staged:
+                own.events.append(pending)
+                by_sequence = own.events_by_aggregate.setdefault(pending.event.aggregate_id, {})
+                by_sequence[pending.event.sequence] = pending.event
+            for snapshot in snapshots:
+                kept = own.snapshots.get(snapshot.aggregate_id)
+                if kept is None or snapshot.sequence >= kept.sequence:
+                    own.snapshots[snapshot.aggregate_id] = snapshot
+
+    # -- commit ------------------------------------------------------------------
+    def _commit(self, own: MemoryTransaction) -> None:
+        """Apply a transaction atomically: check everything, then change everything."""
+        with self._changed:
+            self._check_keys(own)
+            for pending in own.events:
+                index = self._events.get(pending.event.aggregate_id)
+                if index is not None and index.has(pending.event.sequence):
+                    raise ConcurrencyError(pending.event.aggregate_id, pending.event.sequence)
+            subscriptions = self._replay_subscription_ops(own)
+            for name, type_id in own.aggregate_types.items():
+                self._aggregate_types.add(name, type_id)
+            for name, type_id in own.event_types.items():
+                self._event_types.add(name, type_id)
+            self._apply_aggregates(own)
+            self._apply_events(own.events)
+            for aggregate_id, snapshot in own.snapshots.items():
+                kept = self._snapshots.get(aggregate_id)
+                if kept is None or snapshot.sequence >= kept.sequence:
+                    self._snapshots[aggregate_id] = snapshot
+            if subscriptions is not None:
+                self._subscriptions = subscriptions
+            if own.events:
+                self._changed.notify_all()
+
+    def _check_keys(self, own: MemoryTransaction) -> None:
+        """Refuse a key another transaction took since ``own`` saw it free."""
+        for aggregate_id, aggregate in own.aggregates.items():
+            if aggregate.key is None:
+                continue
+            holder = self._keys.get(aggregate.key)
+            moved_away = holder in own.aggregates and own.aggregates[holder].key != aggregate.key
+            if holder is not None and holder != aggregate_id and not moved_away:
+                raise ConstraintViolationError(
+                    f"natural key {aggregate.key!r} was taken by aggregate {holder} "
+                    "in a concurrent transaction"
+                )
+
+    def _apply_aggregates(self, own: MemoryTransaction) -> None:
+        for aggregate_id, aggregate in own.aggregates.items():
+            before = self._aggregates.get(aggregate_id)
+            # Drop the old key unless a concurrent change already handed it on.
+            if (
+                before is not None
+                and before.key is not None
+                and (self._keys.get(before.key) == aggregate_id)
+            ):
+                del self._keys[before.key]
+            self._aggregates[aggregate_id] = aggregate
+        for aggregate_id, aggregate in own.aggregates.items():
+            if aggregate.key is not None:
+                self._keys[aggregate.key] = aggregate_id
+
+    def _apply_events(self, pending_events: list[_Pending]) -> None:
+        log = self._log
+        for pending in pending_events:
+            event = pending.event._replace(event_id=log.max_id + 1)
+            log.append(event, pending.aggregate_type_id, pending.event_type_id)
+            index = self._events.get(event.aggregate_id)
+            if index is None:
+                index = self._events[event.aggregate_id] = _AggregateEvents()
+            index.add(event)
+
+    def _replay_subscription_ops(self, own: MemoryTransaction) -> _Subscriptions | None:
+        """The subscription table after replaying ``own``'s changes on the committed one.
+
+        A change whose outcome differs from what the transaction saw (a lease taken
+        meanwhile, a name created concurrently) fails the commit.
+        """
+        if not own.subscription_ops:
+            return None
+        table = self._subscriptions.copy()
+        for op, seen in own.subscription_ops:
+            if op(table) != seen:
+                raise StorageEngineError(
+                    "memory transaction conflict: a subscription it changed was changed "
+                    "concurrently; nothing was written"
+                )
+        return table
+
+    # -- durable subscriptions ---------------------------------------------------
+    def _subscription_op(self, tx: Transaction | None, op: _SubscriptionOp) -> object:
+        own = self._tx(tx)
+        with self._lock:
+            if own is None:
+                return op(self._subscriptions)
+            if own.subscriptions is None:
+                own.subscriptions = self._subscriptions.copy()
+            result = op(own.subscriptions)
+        own.subscription_ops.append((op, result))
+        return result
+
+    def _table(self, own: MemoryTransaction | None) -> _Subscriptions:
+        """The subscription table as ``own`` sees it (caller holds the lock)."""
+        if own is not None and own.subscriptions is not None:
+            return own.subscriptions
+        return self._subscriptions
+
+    def _initial_cursor(
+        self, start_from: str, start_event_id: int, start_timestamp: datetime | None
+    ) -> int:
+        """The cursor a new subscription starts at (caller holds the lock)."""
+        if start_from == START_BEGINNING:
+            return 0
+        if start_from == START_EVENT_ID:
+            return start_event_id
+        if start_from == START_TIMESTAMP and start_timestamp is not None:
+            first = self._log.first_id_at(_utc(start_timestamp))
+            if first:
+                return first - 1
+        return self._log.max_id
+
+    def upsert_subscription(
+        self,
+        tx: Transaction | None,
+        name: str,
+        aggregate_type_id: int | None,
+        event_type_id: int | None,
+        aggregate_key: str | None,
+        start_from: str,
+        start_event_id: int,
+        start_timestamp: datetime | None,
+    ) -> int:
+        """Create (cursor initialised from ``start_from``) or update (cursor, lease and
+        ``active`` kept) a subscription by name; return its id."""
+        if start_from not in _START_KINDS:
+            raise ValueError(f"unknown start_from {start_from!r}; expected one of {_START_KINDS}")
+        if start_from == START_TIMESTAMP and start_timestamp is None:
+            raise ValueError(f"subscription {name!r}: start_from 'timestamp' needs a timestamp")
+        if aggregate_key is not None:
+            validate_natural_key(aggregate_key, self.max_key_length)
+        stamp = None if start_timestamp is None else _utc(start_timestamp)
+        new_id = next(self._subscription_ids)
+
+        def upsert(table: _Subscriptions) -> int:
+            record = table.by_name.get(name)
+            if record is None:
+                cursor = self._initial_cursor(start_from, start_event_id, stamp)
+                record = _SubscriptionRecord(
+                    new_id, name, aggregate_type_id, event_type_id, aggregate_key,
+                    start_from, start_event_id, stamp, cursor,
+                )  # fmt: skip
+                table.add(record)
+                return new_id
+            record.aggregate_type_id = aggregate_type_id
+            record.event_type_id = event_type_id
+            record.aggregate_key = aggregate_key
+            record.start_from = start_from
+            record.start_event_id = start_event_id
+            record.start_timestamp = stamp
+            return record.id
+
+        result = self._subscription_op(tx, upsert)
+        assert isinstance(result, int)
+        return result
+
+    def add_subscription_event_type(
+        self, tx: Transaction | None, subscription_id: int, event_type_id: int
+    ) -> None:
+        """Add an event type to a subscription's multi-type filter (idempotent)."""
+
+        def add(table: _Subscriptions) -> None:
+            table.get_by_id(subscription_id).event_type_ids.add(event_type_id)
+
+        self._subscription_op(tx, add)
+
+    def get_subscription_by_name(self, tx: Transaction | None, name: str) -> Subscription:
+        """The subscription with ``event_type_ids`` filled; else ``NotFoundError``."""
+        own = self._tx(tx)
+        with self._lock:
+            record = self._table(own).by_name.get(name)
+            if record is None:
+                raise NotFoundError(f"subscription {name!r} not found")
+            return record.value()
+
+    def set_subscription_active(
+        self, tx: Transaction | None, subscription_id: int, active: bool
+    ) -> None:
+        """Switch a subscription on or off."""
+
+        def set_active(table: _Subscriptions) -> None:
+            table.get_by_id(subscription_id).active = active
+
+        self._subscription_op(tx, set_active)
+
+    def claim_subscription(
+        self, tx: Transaction | None, name: str, owner: str, lease_seconds: float
+    ) -> bool:
+        """Take the lease if the subscription is active and the lease is free,
+        expired or already ``owner``'s; False otherwise (also when it does not exist)."""
+
+        def claim(table: _Subscriptions) -> bool:
+            record = table.by_name.get(name)
+            now = _now()
+            if record is None or not record.active:
+                return False
+            if record.lease_owner != owner and not record.lease_free(now):
+                return False
+            record.lease_owner = owner
+            record.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            return True
+
+        return bool(self._subscription_op(tx, claim))
+
+    def renew_subscription(
+        self, tx: Transaction | None, name: str, owner: str, lease_seconds: float
+    ) -> bool:
+        """Extend the lease; only the owner of an unexpired lease succeeds. ``active`` is
+        not checked: a runner learns that it was switched off from its next poll."""
+
+        def renew(table: _Subscriptions) -> bool:
+            record = table.by_name.get(name)
+            now = _now()
+            if record is None or not record.held_by(owner, now):
+                return False
+            record.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            return True
+
+        return bool(self._subscription_op(tx, renew))
+
+    def release_subscription(self, tx: Transaction | None, name: str, owner: str) -> None:
+        """Give up the lease if ``owner`` holds it."""
+
+        def release(table: _Subscriptions) -> None:
+            record = table.by_name.get(name)
+            if record is not None and record.lease_owner == owner:
+                record.lease_owner = None
+                record.lease_expires_at = None
+
+        self._subscription_op(tx, release)
+
+    def advance_subscription_cursor(
+        self,
+        tx: Transaction | None,
+        subscription_id: int,
+        last_event_id: int,
+        owner: str | None = None,
+    ) -> None:
+        """Move the cursor forward (a lower id is ignored); with ``owner``, only while it
+        holds an unexpired lease, else ``SubscriptionLeaseLost``."""
+
+        def advance(table: _Subscriptions) -> None:
+            record = table.get_by_id(subscription_id)
+            if owner is not None and not record.held_by(owner, _now()):
+                raise SubscriptionLeaseLost(
+                    f"subscription {record.name!r}: {owner!r} does not hold the lease "
+                    f"(held by {record.lease_owner!r} until {record.lease_expires_at})"
+                )
+            record.last_event_id = max(record.last_event_id, last_event_id)
+
+        self._subscription_op(tx, advance)
+
+    def get_events_for_subscription(
+        self, tx: Transaction | None, subscription: Subscription, limit: int
+    ) -> list[SerializedEvent]:
+        """Up to ``limit`` committed matching events with id > ``last_event_id``, in id
+        order. Filtering runs in the ``filter_events`` kernel over the column lists."""
+        own = self._tx(tx)
+        if limit < 1:
+            return []
+        if subscription.event_type_ids:
+            event_types: frozenset[int] | None = frozenset(subscription.event_type_ids)
+        elif subscription.event_type_id is not None:
+            event_types = frozenset((subscription.event_type_id,))
+        else:
+            event_types = None
+        start = max(subscription.last_event_id, 0)
+        with self._lock:
+            aggregate_id = None
+            if subscription.aggregate_key is not None:
+                aggregate_id = self._key_owner(own, subscription.aggregate_key)
+                if aggregate_id is None:
+                    return []
+            log = self._log
+            unfiltered = aggregate_id is None and subscription.aggregate_type_id is None
+            if unfiltered and event_types is None:
+                return log.events[start : start + limit]
+            positions = filter_events(
+                log.aggregate_type_ids,
+                log.aggregate_ids,
+                log.event_type_ids,
+                start=start,
+                limit=limit,
+                aggregate_type_id=subscription.aggregate_type_id,
+                aggregate_id=aggregate_id,
+                event_type_filter=event_types,
+            )
+            return [log.events[position] for position in positions]
+
+    def get_max_event_id(self, tx: Transaction | None) -> int:
+        """The highest committed event id, 0 when the log is empty."""
+        self._tx(tx)
+        with self._lock:
+            return self._log.max_id
+
+    def get_first_event_id_from_timestamp(self, tx: Transaction | None, ts: datetime) -> int:
+        """The id of the first event with time >= ``ts`` (unfiltered), 0 when none."""
+        self._tx(tx)
+        with self._lock:
+            return self._log.first_id_at(_utc(ts))
+
+    # -- optional capabilities ---------------------------------------------------
+    def wait_for_events(self, after_event_id: int, timeout: float) -> None:
+        """Return once an event with id > ``after_event_id`` is committed, the engine is
+        closed, or ``timeout`` seconds passed."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._log.max_id > after_event_id or self._closed, timeout
+            )
+
+    def get_counts(self, tx: Transaction | None) -> StoreCounts:
+        """Committed aggregates, events and snapshots (the latest one per aggregate is kept)."""
+        self._tx(tx)
+        with self._lock:
+            return StoreCounts(len(self._aggregates), self._log.max_id, len(self._snapshots))
+
+    def list_subscriptions(self, tx: Transaction | None) -> list[Subscription]:
+        """Every durable subscription, by id."""
+        own = self._tx(tx)
+        with self._lock:
+            table = self._table(own)
+            return [table.by_id[i].value() for i in sorted(table.by_id)]
+
+
+__all__ = ["MemoryStorageEngine", "MemoryTransaction", "open_memory_engine"]
