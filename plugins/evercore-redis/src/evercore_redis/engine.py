@@ -1,0 +1,831 @@
+"""The Redis storage engine.
+
+Layout (every key starts with ``{prefix}:``, a cluster hash tag, so one store's
+keys share a slot and scripts may touch any of them):
+
+=====================  ======  ===================================================
+key                    type    holds
+=====================  ======  ===================================================
+``meta``               hash    ``layout``: the layout version (:data:`LAYOUT_VERSION`)
+``ctr``                hash    id counters: ``agg``, ``event``, ``atype``, ``etype``, ``sub``
+``atype`` / ``etype``  hash    type name -> id (``...:id``: id -> name)
+``agg``                hash    aggregate id -> aggregate type id
+``akey``               hash    aggregate id -> natural key
+``key``                hash    natural key -> ``<aggregate id>:<aggregate type id>``
+``ev:<aggregate id>``  zset    the aggregate's events, scored by sequence
+``log``                stream  the global log; entry id ``<global event id>-0``
+``snap``               hash    aggregate id -> ``<sequence>:<state>`` (the latest)
+``sub``                hash    subscription name -> id
+``sub:<id>``           hash    a durable subscription: filter, cursor, lease, epoch
+``sub:<id>:et``        set     the subscription's multi-type filter
+=====================  ======  ===================================================
+
+A transaction buffers its writes in the client and applies them at commit in one
+``commit.lua`` call, which checks everything before its first write. Reads inside
+a transaction overlay the buffer on what is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import redis
+from evercore.errors import (
+    CommitOutcomeUnknownError,
+    ConcurrencyError,
+    ConfigurationError,
+    ConstraintViolationError,
+    NotFoundError,
+    SchemaVersionError,
+    StorageEngineError,
+    SubscriptionLeaseLost,
+)
+from evercore.spi import MAX_KEY_LENGTH, StoreCounts, Transaction, validate_natural_key
+from evercore.values import (
+    START_BEGINNING,
+    START_END,
+    START_EVENT_ID,
+    START_TIMESTAMP,
+    IdNamePair,
+    SerializedEvent,
+    Snapshot,
+    StorageEngineEvent,
+    Subscription,
+)
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from evercore_redis import _codec, _scripts
+from evercore_redis._config import RedisConfig, parse_config
+
+LAYOUT_VERSION = 1
+"""The key layout this code reads and writes (``{prefix}:meta`` field ``layout``)."""
+
+SCAN_BUDGET = 10_000
+"""Log entries one server-side scan may look at before handing control back."""
+
+logger = logging.getLogger("evercore_redis")
+
+_T = TypeVar("_T")
+_DRIVER_LOST = (RedisConnectionError, RedisTimeoutError)
+
+
+def open_redis_engine(uri: str, **options: Any) -> RedisStorageEngine:
+    """The backend factory: connect to the Redis at ``uri`` (see :class:`RedisStorageEngine`)."""
+    return RedisStorageEngine(parse_config(uri, options))
+
+
+class RedisTransaction:
+    """A client-side buffer of one context's writes, applied atomically at commit."""
+
+    __slots__ = (
+        "_engine", "_finished", "claimed", "event_keys", "events", "key_changes",
+        "new_aggregates", "released", "snapshots",
+    )
+
+    def __init__(self, engine: RedisStorageEngine) -> None:
+        self._engine = engine
+        self._finished = False
+        self.new_aggregates: dict[int, tuple[int, str | None]] = {}
+        self.key_changes: dict[int, str] = {}
+        self.claimed: dict[str, tuple[int, int]] = {}
+        self.released: set[str] = set()
+        self.events: list[StorageEngineEvent] = []
+        self.event_keys: set[tuple[int, int]] = set()
+        self.snapshots: dict[int, Snapshot] = {}
+
+    def commit(self) -> None:
+        """Apply every buffered write in one atomic server-side step."""
+        self.ensure_open()
+        self._finished = True
+        if self.new_aggregates or self.key_changes or self.events or self.snapshots:
+            self._engine.apply(self)
+
+    def rollback(self) -> None:
+        """Discard the buffer; nothing of it was ever sent."""
+        self._finished = True
+
+    def ensure_open(self) -> None:
+        """Refuse use after commit or rollback."""
+        if self._finished:
+            raise StorageEngineError("the Redis transaction is already committed or rolled back")
+
+    def owned_by(self, engine: RedisStorageEngine) -> bool:
+        """True when ``engine`` created this transaction."""
+        return self._engine is engine
+
+
+class RedisStorageEngine:
+    """``evercore.StorageEngine`` on Redis (plus event wait, migrations and stats).
+
+    Thread-safe: redis-py's connection pool hands each call its own connection.
+    """
+
+    def __init__(self, config: RedisConfig) -> None:
+        self._config = config
+        self._base = config.base
+        self._closed = False
+        # redis-py's annotations cannot express decode_responses=True (every reply is a
+        # str here), so the driver objects are typed Any rather than cast at each call.
+        self._pool: Any
+        self._client: Any
+        try:
+            self._pool = redis.ConnectionPool.from_url(
+                config.driver_url,
+                decode_responses=True,
+                socket_timeout=config.socket_timeout,
+                socket_connect_timeout=min(config.socket_timeout, 5.0),
+                retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 2),
+                max_connections=config.max_connections,
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                f"bad Redis URI {config.redacted_url!r}: {self._config.scrub(str(exc))}"
+            ) from None
+        self._client = redis.Redis(connection_pool=self._pool)
+        for command in ("XRANGE", "XREAD"):
+            # Entries stay raw lists: no per-entry dict is built on the read path.
+            self._client.set_response_callback(command, _raw_response)
+        self._type_ids: dict[tuple[str, str], int] = {}
+        self._event_type_names: dict[str, str] = {}
+        self._epochs: dict[tuple[int, str], str] = {}
+        self._subscription_ids: dict[str, int] = {}
+        self._names_lock = threading.Lock()
+        self._warn_about_persistence()
+
+    def __repr__(self) -> str:
+        return f"RedisStorageEngine({self._config.redacted_url!r}, prefix={self._config.prefix!r})"
+
+    # -- plumbing ---------------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        """The key prefix of this store."""
+        return self._config.prefix
+
+    @property
+    def max_key_length(self) -> int:
+        """The longest natural key this engine stores (64)."""
+        return MAX_KEY_LENGTH
+
+    def _fail(self, action: str, exc: BaseException) -> NoReturn:
+        raise StorageEngineError(
+            f"Redis {action} failed on {self._config.redacted_url}: "
+            f"{type(exc).__name__}: {self._config.scrub(str(exc))}"
+        ) from exc
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        if self._closed:
+            raise StorageEngineError(f"Redis {action}: the engine is closed")
+        try:
+            yield
+        except RedisError as exc:
+            self._fail(action, exc)
+
+    def _eval(self, script: str, *args: Any) -> Any:
+        """Run a packaged script (by SHA, loading it on the server's first miss)."""
+        lua = _scripts.load(script)
+        with self._guard(script.replace("_", " ")):
+            try:
+                return self._client.evalsha(lua.sha, 0, self._base, *args)
+            except NoScriptError:
+                return self._client.eval(lua.source, 0, self._base, *args)
+
+    def _tx(self, tx: Transaction | None) -> RedisTransaction | None:
+        if tx is None:
+            return None
+        if not isinstance(tx, RedisTransaction) or not tx.owned_by(self):
+            raise StorageEngineError(f"{tx!r} is not a transaction of this Redis engine")
+        tx.ensure_open()
+        return tx
+
+    def _write(self, tx: Transaction | None, fn: Callable[[RedisTransaction], _T]) -> _T:
+        """Run ``fn`` on the caller's transaction, or on a one-call transaction."""
+        buffer = self._tx(tx)
+        if buffer is not None:
+            return fn(buffer)
+        own = RedisTransaction(self)
+        result = fn(own)
+        own.commit()
+        return result
+
+    def _warn_about_persistence(self) -> None:
+        with self._guard("connect"):
+            info = self._client.info("persistence")
+        if str(info.get("aof_enabled", "0")) != "1":
+            logger.warning(
+                "Redis at %s has AOF off (appendonly no): acknowledged contexts can be lost "
+                "on a crash or restart. Use appendonly yes with appendfsync always (nothing "
+                "acknowledged is lost) or everysec (up to about a second lost).",
+                self._config.redacted_url,
+            )
+            return
+        try:
+            fsync = self._client.config_get("appendfsync").get("appendfsync")
+        except RedisError:  # CONFIG may be renamed or forbidden on managed servers
+            return
+        if fsync == "no":
+            logger.warning(
+                "Redis at %s uses appendfsync no: the OS decides when the AOF reaches the "
+                "disk, so a power loss can drop acknowledged contexts",
+                self._config.redacted_url,
+            )
+
+    # -- lifecycle --------------------------------------------------------------
+    def get_transaction_info(self) -> RedisTransaction:
+        """Begin a transaction (a client-side buffer)."""
+        if self._closed:
+            raise StorageEngineError("Redis transaction: the engine is closed")
+        return RedisTransaction(self)
+
+    def close(self) -> None:
+        """Disconnect every pooled connection; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._pool.disconnect()
+
+    def drop_store(self) -> int:
+        """Delete every key of this store (``{prefix}:*``, found with ``SCAN``, removed with
+        ``UNLINK``); return how many were deleted. Other prefixes are untouched."""
+        deleted = 0
+        with self._guard("drop the store"):
+            batch: list[str] = []
+            for key in self._client.scan_iter(match=self._base + "*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(self._client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                deleted += int(self._client.unlink(*batch))
+        self._type_ids.clear()
+        self._event_type_names = {}
+        self._epochs.clear()
+        self._subscription_ids.clear()
+        return deleted
+
+    def migrate(self) -> int:
+        """Record (or check) the layout version; a newer one raises ``SchemaVersionError``."""
+        with self._guard("migrate"):
+            self._client.hsetnx(self._base + "meta", "layout", LAYOUT_VERSION)
+            version = int(self._client.hget(self._base + "meta", "layout") or 0)
+        if version > LAYOUT_VERSION:
+            raise SchemaVersionError(
+                f"Redis store {self._config.prefix!r} has layout version {version}; this "
+                f"evercore-redis understands up to {LAYOUT_VERSION}"
+            )
+        return version
+
+    # -- types ------------------------------------------------------------------
+    def _type_id(self, kind: str, name: str) -> int:
+        cached = self._type_ids.get((kind, name))
+        if cached is None:
+            cached = int(self._eval("type_id", kind, name))
+            self._type_ids[(kind, name)] = cached
+        return cached
+
+    def get_event_type_id(self, tx: Transaction | None, name: str) -> int:
+        """The id of an event type, registering it (immediately, outside ``tx``) if new."""
+        self._tx(tx)
+        return self._type_id("etype", name)
+
+    def get_aggregate_type_id(self, tx: Transaction | None, name: str) -> int:
+        """The id of an aggregate type, registering it (immediately, outside ``tx``) if new."""
+        self._tx(tx)
+        return self._type_id("atype", name)
+
+    def _types(self, kind: str) -> list[IdNamePair]:
+        with self._guard(f"read {kind}s"):
+            names = self._client.hgetall(self._base + kind)
+        return sorted(IdNamePair(int(i), n) for n, i in names.items())
+
+    def get_aggregate_types(self, tx: Transaction | None) -> list[IdNamePair]:
+        """Every registered aggregate type, by id."""
+        self._tx(tx)
+        return self._types("atype")
+
+    def get_event_types(self, tx: Transaction | None) -> list[IdNamePair]:
+        """Every registered event type, by id."""
+        self._tx(tx)
+        return self._types("etype")
+
+    def _type_names(self, wanted: set[str]) -> dict[str, str]:
+        """Event type id -> name for decoding, refreshed when an id is unknown."""
+        names = self._event_type_names
+        if not wanted.issubset(names):
+            with self._guard("read event types"):
+                fresh = self._client.hgetall(self._base + "etype:id")
+            with self._names_lock:
+                names = self._event_type_names = {**names, **fresh}
+            missing = wanted.difference(names)
+            if missing:
+                raise StorageEngineError(f"stored events name unknown event type ids {missing}")
+        return names
+
+    # -- aggregates -------------------------------------------------------------
+    def _allocate_aggregate_id(self) -> int:
+        with self._guard("allocate an aggregate id"):
+            return int(self._client.hincrby(self._base + "ctr", "agg", 1))
+
+    def _aggregate(self, buffer: RedisTransaction | None, aggregate_id: int
+                   ) -> tuple[int, str | None] | None:
+        """(type id, natural key) of an aggregate as ``buffer`` sees it, or None."""
+        if buffer is not None and aggregate_id in buffer.new_aggregates:
+            return buffer.new_aggregates[aggregate_id]
+        with self._guard("read an aggregate"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hget(self._base + "agg", str(aggregate_id))
+            pipe.hget(self._base + "akey", str(aggregate_id))
+            type_id, key = pipe.execute()
+        if type_id is None:
+            return None
+        if buffer is not None and aggregate_id in buffer.key_changes:
+            key = buffer.key_changes[aggregate_id]
+        return int(type_id), key
+
+    def _key_holder(self, buffer: RedisTransaction | None, key: str) -> tuple[int, int] | None:
+        """(aggregate id, type id) holding ``key`` as ``buffer`` sees it, or None."""
+        if buffer is not None:
+            if key in buffer.claimed:
+                return buffer.claimed[key]
+            if key in buffer.released:
+                return None
+        with self._guard("read a natural key"):
+            holder = self._client.hget(self._base + "key", key)
+        if holder is None:
+            return None
+        aggregate_id, _, type_id = holder.partition(":")
+        return int(aggregate_id), int(type_id)
+
+    def _create(self, buffer: RedisTransaction, type_id: int, key: str | None) -> int:
+        if key is not None and self._key_holder(buffer, key) is not None:
+            raise ConstraintViolationError(f"natural key {key!r} is already taken")
+        aggregate_id = self._allocate_aggregate_id()
+        buffer.new_aggregates[aggregate_id] = (type_id, key)
+        if key is not None:
+            buffer.claimed[key] = (aggregate_id, type_id)
+            buffer.released.discard(key)
+        return aggregate_id
+
+    def new_aggregate(self, tx: Transaction | None, aggregate_type_id: int) -> int:
+        """Create an aggregate without a natural key (its id is allocated at once)."""
+        return self._write(tx, lambda b: self._create(b, aggregate_type_id, None))
+
+    def new_aggregate_with_key(
+        self, tx: Transaction | None, aggregate_type_id: int, natural_key: str
+    ) -> int:
+        """Create an aggregate with a natural key; a taken key is a ``ConstraintViolationError``
+        (checked now and again, atomically, at commit)."""
+        validate_natural_key(natural_key, MAX_KEY_LENGTH)
+        return self._write(tx, lambda b: self._create(b, aggregate_type_id, natural_key))
+
+    def get_aggregate_by_id(
+        self, tx: Transaction | None, aggregate_type_id: int, aggregate_id: int
+    ) -> tuple[int, str | None]:
+        """(id, natural key) of an aggregate of this type, else ``NotFoundError``."""
+        found = self._aggregate(self._tx(tx), aggregate_id)
+        if found is None or found[0] != aggregate_type_id:
+            raise NotFoundError(
+                f"no aggregate with id {aggregate_id} and aggregate type id {aggregate_type_id}"
+            )
+        return aggregate_id, found[1]
+
+    def get_aggregate_by_key(
+        self, tx: Transaction | None, aggregate_type_id: int, natural_key: str
+    ) -> int:
+        """The id of the aggregate of this type with this key, else ``NotFoundError``."""
+        validate_natural_key(natural_key, MAX_KEY_LENGTH)
+        holder = self._key_holder(self._tx(tx), natural_key)
+        if holder is None or holder[1] != aggregate_type_id:
+            raise NotFoundError(
+                f"no aggregate with natural key {natural_key!r} and aggregate type id "
+                f"{aggregate_type_id}"
+            )
+        return holder[0]
+
+    def get_or_create_aggregate_by_key(
+        self, tx: Transaction | None, aggregate_type_id: int, natural_key: str
+    ) -> tuple[bool, int]:
+        """(created, id). A key held by an aggregate of another type is a
+        ``ConstraintViolationError`` (keys are unique across types)."""
+        validate_natural_key(natural_key, MAX_KEY_LENGTH)
+
+        def get_or_create(buffer: RedisTransaction) -> tuple[bool, int]:
+            holder = self._key_holder(buffer, natural_key)
+            if holder is None:
+                return True, self._create(buffer, aggregate_type_id, natural_key)
+            if holder[1] != aggregate_type_id:
+                raise ConstraintViolationError(
+                    f"natural key {natural_key!r} belongs to aggregate {holder[0]} of aggregate "
+                    f"type id {holder[1]}, not {aggregate_type_id}"
+                )
+            return False, holder[0]
+
+        return self._write(tx, get_or_create)
+
+    def change_aggregate_natural_key(
+        self, tx: Transaction | None, aggregate_id: int, natural_key: str
+    ) -> None:
+        """Give an aggregate a new natural key (a key another aggregate holds is a
+        ``ConstraintViolationError``; an unknown aggregate a ``NotFoundError``)."""
+        validate_natural_key(natural_key, MAX_KEY_LENGTH)
+
+        def change(buffer: RedisTransaction) -> None:
+            found = self._aggregate(buffer, aggregate_id)
+            if found is None:
+                raise NotFoundError(f"no aggregate with id {aggregate_id}")
+            type_id, old_key = found
+            holder = self._key_holder(buffer, natural_key)
+            if holder is not None and holder[0] != aggregate_id:
+                raise ConstraintViolationError(
+                    f"natural key {natural_key!r} is already taken by aggregate {holder[0]}"
+                )
+            if aggregate_id in buffer.new_aggregates:
+                buffer.new_aggregates[aggregate_id] = (type_id, natural_key)
+            else:
+                buffer.key_changes[aggregate_id] = natural_key
+            if old_key is not None and old_key != natural_key:
+                buffer.claimed.pop(old_key, None)
+                buffer.released.add(old_key)
+            buffer.claimed[natural_key] = (aggregate_id, type_id)
+            buffer.released.discard(natural_key)
+
+        self._write(tx, change)
+
+    # -- events and snapshots ---------------------------------------------------
+    def get_snapshot_for_aggregate(
+        self, tx: Transaction | None, aggregate_id: int
+    ) -> Snapshot | None:
+        """The latest snapshot of an aggregate (this transaction's own first), or None."""
+        buffer = self._tx(tx)
+        if buffer is not None and aggregate_id in buffer.snapshots:
+            return buffer.snapshots[aggregate_id]
+        with self._guard("read a snapshot"):
+            stored = self._client.hget(self._base + "snap", str(aggregate_id))
+        return None if stored is None else _codec.decode_snapshot(aggregate_id, stored)
+
+    def get_events_for_aggregate(
+        self, tx: Transaction | None, aggregate_id: int, after_sequence: int
+    ) -> list[SerializedEvent]:
+        """The aggregate's events after ``after_sequence`` in sequence order, including
+        this transaction's own (with ``event_id`` 0 until committed)."""
+        buffer = self._tx(tx)
+        with self._guard("read events"):
+            members = self._client.zrangebyscore(
+                f"{self._base}ev:{aggregate_id}", f"({after_sequence}", "+inf"
+            )
+        names = self._type_names(_codec.member_type_ids(members)) if members else {}
+        events = [_codec.decode_member(m, aggregate_id, names) for m in members]
+        if buffer is not None and buffer.events:
+            pending = [
+                e for e in buffer.events
+                if e.aggregate_id == aggregate_id and e.sequence > after_sequence
+            ]
+            if pending:
+                events.extend(self._unsaved(pending))
+                events.sort(key=lambda e: e.sequence)
+        return events
+
+    def _unsaved(self, pending: Sequence[StorageEngineEvent]) -> list[SerializedEvent]:
+        names = self._type_names({str(e.event_type_id) for e in pending})
+        return [
+            SerializedEvent(0, e.aggregate_id, names[str(e.event_type_id)], e.state, e.sequence,
+                            e.reference, _codec.from_micros(_codec.to_micros(e.event_time)))
+            for e in pending
+        ]
+
+    def write_state(
+        self,
+        tx: Transaction | None,
+        events: Sequence[StorageEngineEvent],
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        """Buffer events and snapshots (or store them at once without ``tx``). A
+        duplicate (aggregate, sequence), here or at commit, raises ``ConcurrencyError``."""
+
+        def buffer_state(buffer: RedisTransaction) -> None:
+            keys = buffer.event_keys
+            fresh: set[tuple[int, int]] = set()
+            for event in events:
+                key = (event.aggregate_id, event.sequence)
+                if key in keys or key in fresh:
+                    raise ConcurrencyError(*key)
+                fresh.add(key)
+            keys.update(fresh)
+            buffer.events.extend(events)
+            for snapshot in snapshots:
+                held = buffer.snapshots.get(snapshot.aggregate_id)
+                if held is None or snapshot.sequence >= held.sequence:
+                    buffer.snapshots[snapshot.aggregate_id] = snapshot
+
+        self._write(tx, buffer_state)
+
+    def apply(self, buffer: RedisTransaction) -> None:
+        """Send a transaction's buffer to ``commit.lua`` (called by ``commit``)."""
+        args: list[Any] = [
+            self._base, len(buffer.new_aggregates), len(buffer.key_changes),
+            len(buffer.events), len(buffer.snapshots),
+        ]
+        for aggregate_id, (type_id, key) in buffer.new_aggregates.items():
+            args += (aggregate_id, type_id, key or "")
+        for aggregate_id, key in buffer.key_changes.items():
+            args += (aggregate_id, key)
+        extend, event_args = args.extend, _codec.event_args
+        for event in buffer.events:
+            extend(event_args(event))
+        for snapshot in buffer.snapshots.values():
+            args += (snapshot.aggregate_id, snapshot.sequence, snapshot.state)
+        outcome = self._run_commit(args)
+        if outcome[0] == "ok":
+            return
+        if outcome[0] == "conflict":
+            raise ConcurrencyError(int(outcome[1]), int(outcome[2]))
+        if outcome[0] == "dupkey":
+            raise ConstraintViolationError(f"natural key {outcome[1]!r} is already taken")
+        if outcome[0] == "noagg":
+            raise NotFoundError(f"no aggregate with id {outcome[1]}")
+        raise ConstraintViolationError(f"aggregate id {outcome[1]} is already in use")
+
+    def _run_commit(self, args: list[Any]) -> Any:
+        """Run ``commit.lua`` on one connection, without retries.
+
+        A failure to connect means nothing was sent: ``StorageEngineError``. A
+        connection lost after sending leaves the outcome unknown:
+        ``CommitOutcomeUnknownError`` (a blind retry could apply the context twice).
+        """
+        if self._closed:
+            raise StorageEngineError("Redis commit: the engine is closed")
+        lua = _scripts.load("commit")
+        try:
+            conn = self._pool.get_connection()
+        except RedisError as exc:
+            self._fail("commit (connecting)", exc)
+        try:
+            try:
+                conn.send_command("EVALSHA", lua.sha, 0, *args)
+                return self._client.parse_response(conn, "EVALSHA")
+            except NoScriptError:
+                conn.send_command("EVAL", lua.source, 0, *args)
+                return self._client.parse_response(conn, "EVAL")
+        except _DRIVER_LOST as exc:
+            conn.disconnect()
+            raise CommitOutcomeUnknownError(
+                f"the connection to Redis at {self._config.redacted_url} was lost during "
+                f"commit ({type(exc).__name__}: {self._config.scrub(str(exc))}); the context "
+                "may or may not be stored: reload and check before retrying"
+            ) from exc
+        except RedisError as exc:
+            self._fail("commit", exc)
+        finally:
+            self._pool.release(conn)
+
+    # -- global log ---------------------------------------------------------------
+    def get_max_event_id(self, tx: Transaction | None) -> int:
+        """The highest committed global event id (0 when the log is empty)."""
+        self._tx(tx)
+        with self._guard("read the last event id"):
+            return int(self._client.hget(self._base + "ctr", "event") or 0)
+
+    def get_first_event_id_from_timestamp(self, tx: Transaction | None, ts: datetime) -> int:
+        """The id of the first event with time >= ``ts`` (0 when none)."""
+        self._tx(tx)
+        return self._first_event_from(ts, self.get_max_event_id(None))
+
+    def _first_event_from(self, ts: datetime, up_to: int) -> int:
+        micros, after = _codec.to_micros(ts), 0
+        while after < up_to:
+            found, after, done = self._eval("first_from_time", micros, after, up_to, SCAN_BUDGET)
+            after = int(after)
+            if int(found):
+                return int(found)
+            if int(done):
+                break
+        return 0
+
+    def wait_for_events(self, after_event_id: int, timeout: float) -> None:
+        """Block on the log stream (``XREAD BLOCK``) until an event with id >
+        ``after_event_id`` exists or ``timeout`` seconds pass."""
+        block_ms = max(1, int(min(timeout, self._config.socket_timeout - 1.0) * 1000))
+        with self._guard("wait for events"):
+            self._client.xread(
+                {self._base + "log": f"{after_event_id}-0"}, count=1, block=block_ms
+            )
+
+    # -- durable subscriptions ----------------------------------------------------
+    def upsert_subscription(
+        self,
+        tx: Transaction | None,
+        name: str,
+        aggregate_type_id: int | None,
+        event_type_id: int | None,
+        aggregate_key: str | None,
+        start_from: str,
+        start_event_id: int,
+        start_timestamp: datetime | None,
+    ) -> int:
+        """Create or update a subscription by name (immediately, outside ``tx``).
+
+        The cursor is set once, on create, from ``start_from`` (see the SPI).
+        """
+        self._tx(tx)
+        cursor = self._initial_cursor(name, start_from, start_event_id, start_timestamp)
+        subscription_id = int(self._eval(
+            "upsert_subscription", name, _codec.optional(aggregate_type_id),
+            _codec.optional(event_type_id), _codec.optional(aggregate_key), start_from,
+            start_event_id,
+            "" if start_timestamp is None else _codec.to_micros(start_timestamp), cursor,
+        ))
+        self._subscription_ids[name] = subscription_id
+        return subscription_id
+
+    def _initial_cursor(self, name: str, start_from: str, start_event_id: int,
+                        start_timestamp: datetime | None) -> str:
+        """The cursor a new subscription starts at ("" = the last event id, read by the
+        script itself)."""
+        if start_from == START_BEGINNING:
+            return "0"
+        if start_from == START_END:
+            return ""
+        if start_from == START_EVENT_ID:
+            return str(start_event_id)
+        if start_from != START_TIMESTAMP or start_timestamp is None:
+            raise ConfigurationError(
+                f"subscription {name!r}: bad start {start_from!r} (timestamp {start_timestamp!r})"
+            )
+        with self._guard("read a subscription"):
+            if self._client.hexists(self._base + "sub", name):
+                return "0"  # the script keeps an existing subscription's cursor
+        # Read the last id before scanning: an event committed later gets a higher id
+        # and is delivered, so none is skipped.
+        up_to = self.get_max_event_id(None)
+        first = self._first_event_from(start_timestamp, up_to)
+        return str(first - 1 if first else up_to)
+
+    def _require_subscription(self, subscription_id: int) -> str:
+        key = f"{self._base}sub:{subscription_id}"
+        with self._guard("read a subscription"):
+            if not self._client.exists(key):
+                raise NotFoundError(f"no subscription with id {subscription_id}")
+        return key
+
+    def add_subscription_event_type(
+        self, tx: Transaction | None, subscription_id: int, event_type_id: int
+    ) -> None:
+        """Add an event type to the subscription's multi-type filter (idempotent)."""
+        self._tx(tx)
+        key = self._require_subscription(subscription_id)
+        with self._guard("update a subscription"):
+            self._client.sadd(key + ":et", str(event_type_id))
+
+    def get_subscription_by_name(self, tx: Transaction | None, name: str) -> Subscription:
+        """The subscription with ``event_type_ids`` filled, else ``NotFoundError``."""
+        self._tx(tx)
+        with self._guard("read a subscription"):
+            subscription_id = self._client.hget(self._base + "sub", name)
+        if subscription_id is None:
+            raise NotFoundError(f"no subscription named {name!r}")
+        return self._subscription(int(subscription_id))
+
+    def _subscription(self, subscription_id: int) -> Subscription:
+        key = f"{self._base}sub:{subscription_id}"
+        with self._guard("read a subscription"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hgetall(key)
+            pipe.smembers(key + ":et")
+            fields, type_ids = pipe.execute()
+        return _codec.decode_subscription(fields, subscription_id, list(type_ids))
+
+    def set_subscription_active(
+        self, tx: Transaction | None, subscription_id: int, active: bool
+    ) -> None:
+        """Switch a subscription on or off."""
+        self._tx(tx)
+        key = self._require_subscription(subscription_id)
+        with self._guard("update a subscription"):
+            self._client.hset(key, "active", "1" if active else "0")
+
+    def _lease(self, mode: str, name: str, owner: str, lease_seconds: float) -> bool:
+        subscription_id = self._subscription_ids.get(name)
+        epoch = "" if subscription_id is None else self._epochs.get((subscription_id, owner), "")
+        outcome = self._eval("lease", mode, name, owner, round(lease_seconds * 1e6), epoch)
+        if int(outcome[0]) != 1:
+            return False
+        subscription_id = int(outcome[2])
+        self._subscription_ids[name] = subscription_id
+        if mode == "release":
+            self._epochs.pop((subscription_id, owner), None)
+        else:
+            self._epochs[(subscription_id, owner)] = str(outcome[1])
+        return True
+
+    def claim_subscription(
+        self, tx: Transaction | None, name: str, owner: str, lease_seconds: float
+    ) -> bool:
+        """Take the lease if it is free, expired or ``owner``'s (Redis clock); each claim
+        starts a new fencing epoch."""
+        self._tx(tx)
+        return self._lease("claim", name, owner, lease_seconds)
+
+    def renew_subscription(
+        self, tx: Transaction | None, name: str, owner: str, lease_seconds: float
+    ) -> bool:
+        """Extend the lease; only the owner of an unexpired lease at its epoch succeeds."""
+        self._tx(tx)
+        return self._lease("renew", name, owner, lease_seconds)
+
+    def release_subscription(self, tx: Transaction | None, name: str, owner: str) -> None:
+        """Give up the lease if ``owner`` holds it."""
+        self._tx(tx)
+        self._lease("release", name, owner, 0)
+
+    def get_events_for_subscription(
+        self, tx: Transaction | None, subscription: Subscription, limit: int
+    ) -> list[SerializedEvent]:
+        """Up to ``limit`` matching events after the cursor, in id order. Filters run
+        in Redis (``read_filtered.lua``); ids are assigned at commit, in commit order,
+        so a later commit never carries a lower id."""
+        self._tx(tx)
+        type_ids = subscription.event_type_ids or (
+            () if subscription.event_type_id is None else (subscription.event_type_id,)
+        )
+        after = subscription.last_event_id
+        if subscription.aggregate_type_id is None and subscription.aggregate_key is None \
+                and not type_ids:
+            with self._guard("read the log"):
+                entries = self._client.xrange(
+                    self._base + "log", f"{after + 1}-0", "+", count=limit
+                )
+        else:
+            entries = self._read_filtered(subscription, type_ids, limit)
+        if not entries:
+            return []
+        return _codec.decode_entries(entries, self._type_names(_codec.entry_type_ids(entries)))
+
+    def _read_filtered(self, subscription: Subscription, type_ids: Sequence[int],
+                       limit: int) -> list[Any]:
+        entries: list[Any] = []
+        after = subscription.last_event_id
+        while len(entries) < limit:
+            last, done, *found = self._eval(
+                "read_filtered", after, limit - len(entries), SCAN_BUDGET,
+                _codec.optional(subscription.aggregate_type_id),
+                _codec.optional(subscription.aggregate_key), *type_ids,
+            )
+            entries += found
+            after = int(last)
+            if int(done):
+                break
+        return entries
+
+    def advance_subscription_cursor(
+        self,
+        tx: Transaction | None,
+        subscription_id: int,
+        last_event_id: int,
+        owner: str | None = None,
+    ) -> None:
+        """Move the cursor forward (a lower id is ignored). With ``owner``: only while it
+        holds an unexpired lease at the epoch of its claim, else ``SubscriptionLeaseLost``."""
+        self._tx(tx)
+        epoch = "" if owner is None else self._epochs.get((subscription_id, owner), "")
+        outcome = self._eval(
+            "advance_cursor", subscription_id, last_event_id, owner or "", epoch
+        )
+        if outcome[0] == "notfound":
+            raise NotFoundError(f"no subscription with id {subscription_id}")
+        if outcome[0] == "lost":
+            holder = outcome[1] or None
+            raise SubscriptionLeaseLost(
+                f"subscription {subscription_id}: owner {owner!r} no longer holds a live "
+                f"lease (holder {holder!r}), so the cursor stays below {last_event_id}"
+            )
+
+    # -- stats ------------------------------------------------------------------
+    def get_counts(self, tx: Transaction | None) -> StoreCounts:
+        """How many aggregates, events and snapshots are stored."""
+        self._tx(tx)
+        with self._guard("count"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hlen(self._base + "agg")
+            pipe.xlen(self._base + "log")
+            pipe.hlen(self._base + "snap")
+            aggregates, events, snapshots = pipe.execute()
+        return StoreCounts(int(aggregates), int(events), int(snapshots))
+
+    def list_subscriptions(self, tx: Transaction | None) -> list[Subscription]:
+        """Every durable subscription with its cursor and lease, by id."""
+        self._tx(tx)
+        with self._guard("read subscriptions"):
+            ids = self._client.hvals(self._base + "sub")
+        return [self._subscription(i) for i in sorted(int(i) for i in ids)]
+
+
+def _raw_response(response: Any, **options: Any) -> Any:
+    return response
