@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
 
+import evercore.engines.memory.engine as memory_module
 import pytest
+from evercore._kernels import filter_events
 from evercore.engines.memory.engine import MemoryStorageEngine, open_memory_engine
+from evercore.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    ConstraintViolationError,
+    NotFoundError,
+    StorageEngineError,
+    SubscriptionLeaseLost,
+)
+from evercore.registry import open_engine
 from evercore.testing import StorageEngineConformance
+from evercore.values import START_BEGINNING, StorageEngineEvent, Subscription
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
 
 
 class TestMemoryEngine(StorageEngineConformance):
@@ -17,3 +34,247 @@ class TestMemoryEngine(StorageEngineConformance):
         engine = open_memory_engine("memory://")
         yield engine
         engine.close()
+
+
+@pytest.fixture
+def engine() -> Iterator[MemoryStorageEngine]:
+    engine = open_memory_engine("memory://")
+    yield engine
+    engine.close()
+
+
+def _event(aggregate_id: int, sequence: int, event_type_id: int) -> StorageEngineEvent:
+    return StorageEngineEvent(aggregate_id, sequence, event_type_id, "{}", T0, "")
+
+
+def _setup(engine: MemoryStorageEngine) -> tuple[int, int]:
+    return engine.get_aggregate_type_id(None, "user"), engine.get_event_type_id(None, "created")
+
+
+# -- opening ------------------------------------------------------------------------
+def test_registry_opens_memory_uris() -> None:
+    engine = open_engine("memory://")
+    assert isinstance(engine, MemoryStorageEngine)
+    engine.close()
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(ConfigurationError, match="pool_size"):
+        open_memory_engine("memory://", pool_size=3)
+
+
+def test_uri_with_a_path_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="memory://somewhere"):
+        open_memory_engine("memory://somewhere")
+
+
+# -- indexes ------------------------------------------------------------------------
+class _Tripwire:
+    """Stands in for the global log: any use of it fails the test."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the global log was touched ({name})")
+
+
+class _SpyDict(dict[int, Any]):
+    """Records every key looked up; iterating it fails the test."""
+
+    def __init__(self, data: dict[int, Any]) -> None:
+        super().__init__(data)
+        self.looked_up: set[int] = set()
+
+    def get(self, key: int, default: Any = None) -> Any:
+        self.looked_up.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: int) -> Any:
+        self.looked_up.add(key)
+        return super().__getitem__(key)
+
+    def __iter__(self) -> Iterator[int]:
+        raise AssertionError("the per-aggregate index was scanned")
+
+    def values(self) -> Any:
+        raise AssertionError("the per-aggregate index was scanned")
+
+    def items(self) -> Any:
+        raise AssertionError("the per-aggregate index was scanned")
+
+
+def test_loading_an_aggregate_reads_only_its_own_events(engine: MemoryStorageEngine) -> None:
+    type_id, event_type_id = _setup(engine)
+    aggregates = [engine.new_aggregate(None, type_id) for _ in range(20)]
+    for aggregate_id in aggregates:
+        engine.write_state(None, [_event(aggregate_id, s, event_type_id) for s in (1, 2, 3)], [])
+    target = aggregates[7]
+    spy = _SpyDict(engine._events)
+    engine._events = spy
+    engine._log = _Tripwire()  # type: ignore[assignment]
+    events = engine.get_events_for_aggregate(None, target, 1)
+    assert [(e.aggregate_id, e.sequence) for e in events] == [(target, 2), (target, 3)]
+    assert engine.get_snapshot_for_aggregate(None, target) is None
+    assert spy.looked_up == {target}
+
+
+def test_out_of_order_sequences_are_kept_in_sequence_order(engine: MemoryStorageEngine) -> None:
+    type_id, event_type_id = _setup(engine)
+    aggregate_id = engine.new_aggregate(None, type_id)
+    engine.write_state(None, [_event(aggregate_id, 5, event_type_id)], [])
+    engine.write_state(None, [_event(aggregate_id, 2, event_type_id)], [])
+    engine.write_state(None, [_event(aggregate_id, 3, event_type_id)], [])
+    read = engine.get_events_for_aggregate(None, aggregate_id, 2)
+    assert [e.sequence for e in read] == [3, 5]
+    with pytest.raises(ConcurrencyError):
+        engine.write_state(None, [_event(aggregate_id, 3, event_type_id)], [])
+
+
+def test_filtered_subscription_reads_go_through_the_kernel(
+    engine: MemoryStorageEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    type_id, event_type_id = _setup(engine)
+    aggregate_id = engine.new_aggregate(None, type_id)
+    engine.write_state(None, [_event(aggregate_id, s, event_type_id) for s in (1, 2, 3)], [])
+    calls: list[dict[str, Any]] = []
+
+    def spy(*args: Any, **kwargs: Any) -> list[int]:
+        calls.append(kwargs)
+        return filter_events(*args, **kwargs)
+
+    monkeypatch.setattr(memory_module, "filter_events", spy)
+    reader = Subscription(id=0, name="", event_type_ids=(event_type_id,), last_event_id=1)
+    assert [e.sequence for e in engine.get_events_for_subscription(None, reader, 1)] == [2]
+    assert calls == [
+        {
+            "start": 1,
+            "limit": 1,
+            "aggregate_type_id": None,
+            "aggregate_id": None,
+            "event_type_filter": frozenset({event_type_id}),
+        }
+    ]
+
+
+# -- transactions racing at commit ---------------------------------------------------
+def test_second_commit_of_a_racing_sequence_fails_and_applies_nothing(
+    engine: MemoryStorageEngine,
+) -> None:
+    type_id, event_type_id = _setup(engine)
+    target = engine.new_aggregate(None, type_id)
+    first, second = engine.get_transaction_info(), engine.get_transaction_info()
+    engine.write_state(first, [_event(target, 1, event_type_id)], [])
+    bystander = engine.new_aggregate_with_key(second, type_id, "bystander")
+    engine.write_state(second, [_event(target, 1, event_type_id)], [])
+    first.commit()
+    with pytest.raises(ConcurrencyError) as caught:
+        second.commit()
+    second.rollback()
+    assert (caught.value.aggregate_id, caught.value.sequence) == (target, 1)
+    with pytest.raises(NotFoundError):
+        engine.get_aggregate_by_id(None, type_id, bystander)
+    assert engine.get_max_event_id(None) == 1
+
+
+def test_second_commit_of_a_racing_key_fails_and_applies_nothing(
+    engine: MemoryStorageEngine,
+) -> None:
+    type_id, _ = _setup(engine)
+    first, second = engine.get_transaction_info(), engine.get_transaction_info()
+    winner = engine.new_aggregate_with_key(first, type_id, "contested")
+    loser = engine.new_aggregate_with_key(second, type_id, "contested")
+    first.commit()
+    with pytest.raises(ConstraintViolationError, match="contested"):
+        second.commit()
+    assert engine.get_aggregate_by_key(None, type_id, "contested") == winner
+    with pytest.raises(NotFoundError):
+        engine.get_aggregate_by_id(None, type_id, loser)
+
+
+def test_key_swap_in_one_transaction(engine: MemoryStorageEngine) -> None:
+    type_id, _ = _setup(engine)
+    a = engine.new_aggregate_with_key(None, type_id, "a")
+    b = engine.new_aggregate_with_key(None, type_id, "b")
+    tx = engine.get_transaction_info()
+    engine.change_aggregate_natural_key(tx, a, "tmp")
+    engine.change_aggregate_natural_key(tx, b, "a")
+    engine.change_aggregate_natural_key(tx, a, "b")
+    tx.commit()
+    assert engine.get_aggregate_by_key(None, type_id, "a") == b
+    assert engine.get_aggregate_by_key(None, type_id, "b") == a
+    with pytest.raises(NotFoundError):
+        engine.get_aggregate_by_key(None, type_id, "tmp")
+
+
+def test_concurrent_registrations_of_a_type_agree(engine: MemoryStorageEngine) -> None:
+    first, second = engine.get_transaction_info(), engine.get_transaction_info()
+    assert engine.get_event_type_id(first, "new") == engine.get_event_type_id(second, "new")
+    first.commit()
+    second.commit()
+    assert [p.name for p in engine.get_event_types(None)] == ["new"]
+
+
+def test_lease_taken_meanwhile_fails_the_commit(engine: MemoryStorageEngine) -> None:
+    engine.upsert_subscription(None, "sub", None, None, None, START_BEGINNING, 0, None)
+    tx = engine.get_transaction_info()
+    assert engine.claim_subscription(tx, "sub", "mine", 30.0)
+    assert engine.claim_subscription(None, "sub", "theirs", 30.0)
+    with pytest.raises(StorageEngineError, match="conflict"):
+        tx.commit()
+    assert engine.get_subscription_by_name(None, "sub").lease_owner == "theirs"
+
+
+def test_cursor_advance_is_fenced_again_at_commit(engine: MemoryStorageEngine) -> None:
+    subscription_id = engine.upsert_subscription(
+        None, "sub", None, None, None, START_BEGINNING, 0, None
+    )
+    assert engine.claim_subscription(None, "sub", "mine", 30.0)
+    tx = engine.get_transaction_info()
+    engine.advance_subscription_cursor(tx, subscription_id, 9, owner="mine")
+    engine.release_subscription(None, "sub", "mine")
+    assert engine.claim_subscription(None, "sub", "theirs", 30.0)
+    with pytest.raises(SubscriptionLeaseLost):
+        tx.commit()
+    assert engine.get_subscription_by_name(None, "sub").last_event_id == 0
+
+
+# -- transaction lifecycle -----------------------------------------------------------
+def test_a_transaction_doomed_by_a_duplicate_cannot_commit(engine: MemoryStorageEngine) -> None:
+    type_id, event_type_id = _setup(engine)
+    target = engine.new_aggregate(None, type_id)
+    engine.write_state(None, [_event(target, 1, event_type_id)], [])
+    tx = engine.get_transaction_info()
+    engine.write_state(tx, [_event(target, 2, event_type_id)], [])
+    with pytest.raises(ConcurrencyError):
+        engine.write_state(tx, [_event(target, 1, event_type_id)], [])
+    with pytest.raises(StorageEngineError, match="nothing was written"):
+        tx.commit()
+    assert engine.get_max_event_id(None) == 1
+
+
+def test_a_finished_transaction_cannot_be_used(engine: MemoryStorageEngine) -> None:
+    tx = engine.get_transaction_info()
+    tx.commit()
+    with pytest.raises(StorageEngineError, match="finished"):
+        engine.get_aggregate_type_id(tx, "late")
+    with pytest.raises(StorageEngineError, match="finished"):
+        tx.commit()
+    tx.rollback()
+
+
+def test_a_foreign_transaction_is_refused(engine: MemoryStorageEngine) -> None:
+    other = open_memory_engine("memory://")
+    with pytest.raises(StorageEngineError, match="not a transaction of this"):
+        engine.get_aggregate_types(other.get_transaction_info())
+
+
+def test_close_wakes_a_waiter(engine: MemoryStorageEngine) -> None:
+    woke = threading.Event()
+
+    def wait() -> None:
+        engine.wait_for_events(0, 30.0)
+        woke.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    engine.close()
+    assert woke.wait(5.0)
+    waiter.join()

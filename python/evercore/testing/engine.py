@@ -996,9 +996,18 @@ class StorageEngineConformance:
         )
         engine.set_subscription_active(None, subscription_id, False)
         assert not engine.get_subscription_by_name(None, "switch").active
-        assert not engine.claim_subscription(None, "switch", "owner", 30.0)
         engine.set_subscription_active(None, subscription_id, True)
         assert engine.get_subscription_by_name(None, "switch").active
+
+    def test_claim_is_refused_while_inactive(self, engine: StorageEngine) -> None:
+        """As in Go: only an active subscription can be claimed."""
+        subscription_id = engine.upsert_subscription(
+            None, "switch", None, None, None, START_BEGINNING, 0, None
+        )
+        engine.set_subscription_active(None, subscription_id, False)
+        assert not engine.claim_subscription(None, "switch", "owner", 30.0)
+        assert engine.get_subscription_by_name(None, "switch").lease_owner is None
+        engine.set_subscription_active(None, subscription_id, True)
         assert engine.claim_subscription(None, "switch", "owner", 30.0)
 
     # ------------------------------------------------------------------ leases --
