@@ -6,14 +6,14 @@ afterwards. An unreachable server fails these tests; they are never skipped.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from evercore.testing.subscriptions import SubscriptionConformance
-from evercore_redis.engine import RedisStorageEngine, open_redis_engine
+from evercore_redis.engine import RedisStorageEngine
+from evercore_redis.testing import temporary_engine
 
-from tests.services import REDIS_HOST, REDIS_PORT, ensure_redis
+from tests.services import ensure_redis
 
 pytestmark = pytest.mark.redis
 
@@ -23,28 +23,10 @@ def _redis_server() -> None:
     ensure_redis()
 
 
-def fresh_engine() -> RedisStorageEngine:
-    """An engine on a new, empty prefix of the local Redis, migrated."""
-    prefix = f"evercore_t_{uuid.uuid4().hex}"
-    engine = open_redis_engine(f"redis://{REDIS_HOST}:{REDIS_PORT}/0?prefix={prefix}")
-    engine.migrate()
-    return engine
-
-
-@pytest.fixture
-def redis_engine() -> Iterator[RedisStorageEngine]:
-    """A fresh engine whose keys are deleted after the test."""
-    engine = fresh_engine()
-    try:
-        yield engine
-    finally:
-        engine.drop_store()
-        engine.close()
-
-
 class TestRedisSubscriptions(SubscriptionConformance):
     """Subscription runners (durable and ephemeral) on Redis."""
 
     @pytest.fixture
-    def engine(self, redis_engine: RedisStorageEngine) -> RedisStorageEngine:
-        return redis_engine
+    def engine(self) -> Iterator[RedisStorageEngine]:
+        with temporary_engine() as engine:
+            yield engine
