@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,9 +162,10 @@ def test_backends_table_lists_builtins_with_distribution_and_version(
     assert code == cli.EXIT_OK
     header, *rows = out.splitlines()
     assert header.split() == ["NAME", "SCHEMES", "DISTRIBUTION", "DESCRIPTION"]
-    by_name = {row.split()[0]: row for row in rows}
-    assert f"sqlite://  evercore {evercore.__version__}" in by_name["sqlite"]
-    assert f"memory://  evercore {evercore.__version__}" in by_name["memory"]
+    by_name = {row.split()[0]: re.split(r"\s{2,}", row) for row in rows}
+    version = evercore.__version__
+    assert by_name["sqlite"][1:3] == ["sqlite://", f"evercore {version}"]
+    assert by_name["memory"][1:3] == ["memory://", f"evercore {version}"]
     installed = {b.spec.name for b in evercore.backends()}
     assert set(by_name) == installed
 

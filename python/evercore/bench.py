@@ -150,6 +150,7 @@ class BenchTarget:
 
     label: str
     uri: str = field(repr=False)
+    temporary: bool = False
 
     @property
     def display_uri(self) -> str:
@@ -422,7 +423,10 @@ def default_targets() -> Iterator[list[BenchTarget]]:
     directory = tempfile.mkdtemp(prefix="evercore-bench-")
     try:
         path = os.path.join(directory, "bench.db")
-        yield [BenchTarget("memory", "memory://"), BenchTarget("sqlite", f"sqlite:///{path}")]
+        yield [
+            BenchTarget("memory", "memory://"),
+            BenchTarget("sqlite", f"sqlite:///{path}", temporary=True),
+        ]
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -562,11 +566,15 @@ def _comparison(report: BenchReport) -> tuple[list[str], list[list[str]]]:
 def render_text(report: BenchReport) -> str:
     """The comparison table for a terminal, with the URIs and the ratio basis."""
     headers, rows = _comparison(report)
-    legend = [f"  {t.label}: {t.display_uri}" for t in report.targets]
+    legend = [f"  {t.label}: {t.display_uri}{_temporary(t)}" for t in report.targets]
     notes = []
     if len(report.targets) > 1:
         notes.append(f"(x) = events/s relative to {report.targets[0].label}")
     return "\n".join([format_table(headers, rows), "", *notes, *legend])
+
+
+def _temporary(target: BenchTarget) -> str:
+    return " (temporary, removed after the run)" if target.temporary else ""
 
 
 def render_markdown(report: BenchReport, command: str | None = None) -> str:
@@ -580,7 +588,7 @@ def render_markdown(report: BenchReport, command: str | None = None) -> str:
         footer.append(f"Ratios are events/s relative to {report.targets[0].label}.")
     if command:
         footer.append(f"Command: `{command}`")
-    stores = ", ".join(f"{t.label} = `{t.display_uri}`" for t in report.targets)
+    stores = ", ".join(f"{t.label} = `{t.display_uri}`{_temporary(t)}" for t in report.targets)
     return "\n".join([*lines, "", *footer, f"Stores: {stores}.", ""])
 
 
