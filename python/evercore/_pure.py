@@ -287,7 +287,7 @@ def encode_copy_rows(events: Sequence[StorageEngineEvent]) -> bytes:
     """
     parts = [_PG_COPY_HEADER]
     for event in events:
-        where = f"event (aggregate {event.aggregate_id}, sequence {event.sequence})"
+        where = f"event (aggregate {event.aggregate_id!r}, sequence {event.sequence!r})"
         parts.append(b"\x00\x06")
         for field in ("aggregate_id", "sequence", "event_type_id"):
             parts.append(b"\x00\x00\x00\x08" + _int8(getattr(event, field), where, field))

@@ -53,7 +53,7 @@ impl<'py> Row<'_, 'py> {
     /// A `SerializationError` about field `field`, worded as the twin's.
     fn error(&self, field: usize, problem: &str) -> PyErr {
         let py = self.fields[0].py();
-        let shown = |obj: &Bound<'py, PyAny>| obj.str().map(|text| text.to_string_lossy().into_owned());
+        let shown = |obj: &Bound<'py, PyAny>| obj.repr().map(|text| text.to_string_lossy().into_owned());
         match (shown(&self.fields[0]), shown(&self.fields[1])) {
             (Ok(aggregate), Ok(sequence)) => self.refs.serialization_error(
                 py,
