@@ -248,6 +248,17 @@ def test_info_reports_counts_types_and_subscription_lag(
     assert "BenchDeposited" in text
 
 
+def test_info_on_a_store_never_created_says_how_to_create_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    uri = sqlite_uri(tmp_path, "new.db")
+    code, out, err = run(capsys, "info", uri)
+    assert code == cli.EXIT_ERROR
+    assert out == ""
+    assert err.startswith("evercore: error: ")
+    assert err.rstrip().endswith(f"(if the store is new, create it first: evercore migrate {uri})")
+
+
 def test_store_info_uses_stats_when_the_engine_has_them() -> None:
     engine = open_memory_engine("memory://")
     try:
@@ -338,6 +349,7 @@ def test_bench_refuses_a_store_that_holds_events_unless_yes(
     code, out, err = run(capsys, "bench", uri, *TINY, "--workload", "ingest_batch", "--yes")
     assert code == cli.EXIT_OK, err
     assert "ingest, contexts of 250" in out
+    assert f"evercore: note: the benchmark's data stays in {uri}" in err
 
 
 def test_bench_json_to_stdout_replaces_the_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from evercore.errors import ConfigurationError
+from evercore.errors import ConfigurationError, StorageEngineError
 from evercore.registry import InstalledBackend, get_registry, open_engine, redact_uri
 from evercore.spi import StorageEngine, SupportsMigrations, SupportsStats
 
@@ -330,7 +330,17 @@ def _iso(moment: datetime | None) -> str | None:
 def run_info(args: argparse.Namespace) -> int:
     """``evercore info URI``."""
     with _engine(args.uri) as engine:
-        info = store_info(engine)
+        try:
+            info = store_info(engine)
+        except StorageEngineError as exc:
+            if not isinstance(engine, SupportsMigrations):
+                raise
+            # The usual cause is a store nobody has created yet; say how to create it.
+            raise StorageEngineError(
+                f"{exc.message} (if the store is new, create it first: "
+                f"evercore migrate {shlex.quote(redact_uri(args.uri))})",
+                exc.error_type,
+            ) from exc
     if args.json:
         print(json.dumps({"uri": redact_uri(args.uri), **info}, indent=2))
     else:
@@ -509,6 +519,12 @@ def run_bench_command(args: argparse.Namespace) -> int:
         report = bench.run_bench(targets, config, workloads, progress, allow_non_empty=args.yes)
     if "-" not in (args.json, args.markdown):  # stdout already carries the chosen format
         print(bench.render_text(report))
+    for target in report.targets:
+        if not target.temporary and not target.uri.startswith("memory:"):
+            print(
+                f"evercore: note: the benchmark's data stays in {target.display_uri}",
+                file=sys.stderr,
+            )
     command = " ".join(["evercore", *(shlex.quote(redact_uri(a)) for a in args.command_line)])
     if args.json:
         bench.write_text(args.json, bench.render_json(report))
