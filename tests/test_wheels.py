@@ -23,21 +23,18 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services import ensure_postgres, ensure_redis
+from tests.throwaway import postgres_uri, redis_uri
 
 pytestmark = [pytest.mark.wheels, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE_WHEEL = re.compile(r"^evercore-[^-]+-cp310-abi3-(manylinux[_0-9a-z]*_x86_64|\S+)\.whl$")
-POSTGRES_BASE = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_BASE = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")
@@ -181,26 +178,9 @@ SMOKE = textwrap.dedent(
 
 @pytest.fixture
 def server_uris() -> Iterator[tuple[str, str]]:
-    """A PostgreSQL URI with a schema and a Redis URI with a prefix of their own,
-    removed afterwards (by the test's drivers, not the venv's)."""
-    import psycopg
-    import redis
-    from psycopg import sql
-
-    ensure_postgres()
-    ensure_redis()
-    tag = uuid.uuid4().hex[:8]
-    schema, prefix = f"evercore_wheel_{tag}", f"evercore-wheel-{tag}"
-    try:
-        yield f"{POSTGRES_BASE}?schema={schema}", f"{REDIS_BASE}?prefix={prefix}"
-    finally:
-        with psycopg.connect(POSTGRES_BASE, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        client = redis.Redis.from_url(REDIS_BASE)
-        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    """A PostgreSQL URI with a schema and a Redis URI with a prefix of their own."""
+    with postgres_uri("wheel") as postgres, redis_uri("wheel") as redis:
+        yield postgres, redis
 
 
 def _clean_env(venv: Path) -> dict[str, str]:

@@ -44,6 +44,7 @@ from typing import IO, Any
 import evercore
 from evercore.errors import ConcurrencyError, ConfigurationError, EvercoreError
 from evercore.registry import get_registry, redact_uri
+from evercore.spi import StorageEngine, SupportsStats
 from evercore.values import Subscription
 
 # -- the benchmark's domain -------------------------------------------------------
@@ -441,11 +442,18 @@ def targets_for(uris: Sequence[str]) -> list[BenchTarget]:
     ]
 
 
+def _stored_events(engine: StorageEngine) -> int:
+    # A count is exact; the highest id may lag behind writers still in flight (PostgreSQL).
+    if isinstance(engine, SupportsStats):
+        return engine.get_counts(None).events
+    return engine.get_max_event_id(None)
+
+
 def _check_empty(store: evercore.EventStore, target: BenchTarget) -> None:
-    existing = store.storage_engine.get_max_event_id(None)
+    existing = _stored_events(store.storage_engine)
     if existing:
         raise ConfigurationError(
-            f"{target.display_uri} already holds events (highest id {existing}); the benchmark "
+            f"{target.display_uri} already holds events ({existing:,}); the benchmark "
             "writes events it never deletes, so point it at an empty store (a throwaway "
             "database, schema or key prefix) or pass --yes to write there anyway"
         )
