@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from evercore.testing import StorageEngineConformance
 from evercore.testing.subscriptions import SubscriptionConformance
 from evercore_redis.engine import RedisStorageEngine
 from evercore_redis.testing import temporary_engine
@@ -21,6 +22,15 @@ pytestmark = pytest.mark.redis
 @pytest.fixture(scope="module", autouse=True)
 def _redis_server() -> None:
     ensure_redis()
+
+
+class TestRedisEngine(StorageEngineConformance):
+    """Every SPI rule on Redis."""
+
+    @pytest.fixture
+    def engine(self) -> Iterator[RedisStorageEngine]:
+        with temporary_engine() as engine:
+            yield engine
 
 
 class TestRedisSubscriptions(SubscriptionConformance):

@@ -29,7 +29,7 @@ from evercore.errors import (
 )
 from evercore.registry import BackendRegistry, make_plugin_manager
 from evercore.spi import StorageEngine, SupportsEventWait, SupportsMigrations, SupportsStats
-from evercore.values import Snapshot, StorageEngineEvent, Subscription
+from evercore.values import IdNamePair, Snapshot, StorageEngineEvent, Subscription
 from evercore_redis import engine as engine_module
 from evercore_redis.engine import RedisStorageEngine, open_redis_engine
 from evercore_redis.testing import fresh_prefix, temporary_engine
@@ -80,36 +80,48 @@ def new_with_events(engine: StorageEngine, count: int, key: str | None = None) -
 # -- atomic commits ----------------------------------------------------------------------
 
 
-def test_conflict_names_the_aggregate_and_writes_nothing_of_the_context(
+def test_conflict_at_commit_names_the_aggregate_and_writes_nothing_of_the_context(
     engine: RedisStorageEngine,
 ) -> None:
     taken = new_with_events(engine, 2)
     placed = engine.get_event_type_id(None, "Placed")
-    before = engine.get_counts(None)
     tx = engine.get_transaction_info()
+    assert len(engine.get_events_for_aggregate(tx, taken, 0)) == 2
     fresh = engine.new_aggregate_with_key(tx, engine.get_aggregate_type_id(tx, "Order"), "k-1")
     engine.write_state(
-        tx,
-        [event(fresh, 1, placed), event(taken, 3, placed), event(taken, 2, placed)],
-        [Snapshot(fresh, "{}", 1)],
+        tx, [event(fresh, 1, placed), event(taken, 3, placed)], [Snapshot(fresh, "{}", 1)]
     )
+    engine.write_state(None, [event(taken, 3, placed, "racer")], [])  # a racing writer
+    before = engine.get_counts(None)
     with pytest.raises(ConcurrencyError) as caught:
         tx.commit()
-    assert (caught.value.aggregate_id, caught.value.sequence) == (taken, 2)
+    assert (caught.value.aggregate_id, caught.value.sequence) == (taken, 3)
     assert engine.get_counts(None) == before
-    assert engine.get_max_event_id(None) == 2
-    assert [e.sequence for e in engine.get_events_for_aggregate(None, taken, 0)] == [1, 2]
+    assert engine.get_max_event_id(None) == 3
+    assert [e.state for e in engine.get_events_for_aggregate(None, taken, 2)] == ["racer"]
     with pytest.raises(NotFoundError):
         engine.get_aggregate_by_key(None, engine.get_aggregate_type_id(None, "Order"), "k-1")
     assert engine.get_snapshot_for_aggregate(None, fresh) is None
 
 
-def test_second_of_two_racing_transactions_gets_concurrency_error(
+def test_stored_duplicate_is_refused_by_write_state_itself(engine: RedisStorageEngine) -> None:
+    taken = new_with_events(engine, 2)
+    placed = engine.get_event_type_id(None, "Placed")
+    tx = engine.get_transaction_info()
+    with pytest.raises(ConcurrencyError) as caught:  # not read in tx: checked at once
+        engine.write_state(tx, [event(taken, 3, placed), event(taken, 2, placed)], [])
+    tx.rollback()
+    assert (caught.value.aggregate_id, caught.value.sequence) == (taken, 2)
+
+
+def test_second_of_two_racing_transactions_gets_concurrency_error_at_commit(
     engine: RedisStorageEngine,
 ) -> None:
     aggregate_id = new_with_events(engine, 1)
     placed = engine.get_event_type_id(None, "Placed")
     first, second = engine.get_transaction_info(), engine.get_transaction_info()
+    for tx in (first, second):  # both load the aggregate, as a context does
+        assert len(engine.get_events_for_aggregate(tx, aggregate_id, 0)) == 1
     engine.write_state(first, [event(aggregate_id, 2, placed, '{"w":1}')], [])
     engine.write_state(second, [event(aggregate_id, 2, placed, '{"w":2}')], [])
     first.commit()
@@ -516,3 +528,30 @@ def test_plugin_registers_redis_schemes_without_importing_redis() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_type_registered_by_two_transactions_at_once_gets_one_id(
+    engine: RedisStorageEngine,
+) -> None:
+    first, second = engine.get_transaction_info(), engine.get_transaction_info()
+    ids = []
+    for tx in (first, second):
+        order = engine.get_aggregate_type_id(tx, "Racing")
+        placed = engine.get_event_type_id(tx, "RacingEvent")
+        aggregate_id = engine.new_aggregate(tx, order)
+        engine.write_state(tx, [event(aggregate_id, 1, placed)], [])
+        ids.append((order, placed, aggregate_id))
+    first.commit()
+    second.commit()
+    (order, placed, a), (alias_order, alias_placed, b) = ids
+    assert (alias_order, alias_placed) != (order, placed)
+    assert engine.get_aggregate_types(None) == [IdNamePair(order, "Racing")]
+    assert engine.get_event_types(None) == [IdNamePair(placed, "RacingEvent")]
+    # The losing transaction's ids still work: they are aliases of the stored ones.
+    assert engine.get_aggregate_by_id(None, alias_order, b) == (b, None)
+    assert engine.get_aggregate_by_id(None, order, b) == (b, None)
+    engine.write_state(None, [event(a, 2, alias_placed)], [])
+    log = engine.get_events_for_subscription(None, Subscription(0, "all"), 10)
+    assert [e.event_type for e in log] == ["RacingEvent"] * 3
+    by_alias = Subscription(0, "f", aggregate_type_id=alias_order, event_type_id=alias_placed)
+    assert engine.get_events_for_subscription(None, by_alias, 10) == log

@@ -31,8 +31,9 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import redis
 from evercore.errors import (
@@ -83,12 +84,36 @@ def open_redis_engine(uri: str, **options: Any) -> RedisStorageEngine:
     return RedisStorageEngine(parse_config(uri, options))
 
 
+class _Upsert(NamedTuple):
+    """A subscription create-or-update buffered in a transaction."""
+
+    id: int  # the stored id, or one reserved for a new subscription
+    aggregate_type_id: int | None
+    event_type_id: int | None
+    aggregate_key: str | None
+    start_from: str
+    start_event_id: int
+    start_timestamp: datetime | None
+    cursor: str  # the initial cursor if created ("" = the last event id at commit)
+
+    def args(self, name: str) -> tuple[object, ...]:
+        """The nine ``commit.lua`` arguments of this upsert."""
+        return (
+            self.id, name, _codec.optional(self.aggregate_type_id),
+            _codec.optional(self.event_type_id), _codec.optional(self.aggregate_key),
+            self.start_from, self.start_event_id,
+            "" if self.start_timestamp is None else _codec.to_micros(self.start_timestamp),
+            self.cursor,
+        )
+
+
 class RedisTransaction:
     """A client-side buffer of one context's writes, applied atomically at commit."""
 
     __slots__ = (
-        "_engine", "_finished", "claimed", "event_keys", "events", "key_changes",
-        "new_aggregates", "released", "snapshots",
+        "_engine", "_finished", "claimed", "committed_subscription_ids", "event_keys", "events",
+        "key_changes", "new_aggregates", "new_types", "released", "sequence_ceilings",
+        "snapshots", "subscription_filters", "subscription_switches", "subscription_upserts",
     )
 
     def __init__(self, engine: RedisStorageEngine) -> None:
@@ -101,12 +126,24 @@ class RedisTransaction:
         self.events: list[StorageEngineEvent] = []
         self.event_keys: set[tuple[int, int]] = set()
         self.snapshots: dict[int, Snapshot] = {}
+        # (kind, name) -> id reserved for a type this transaction registers
+        self.new_types: dict[tuple[str, str], int] = {}
+        # aggregate id -> highest sequence this transaction saw stored (or read past)
+        self.sequence_ceilings: dict[int, int] = {}
+        self.subscription_upserts: dict[str, _Upsert] = {}
+        self.subscription_filters: list[tuple[int, int]] = []
+        self.subscription_switches: dict[int, bool] = {}
+        self.committed_subscription_ids: dict[int, int] = {}
 
     def commit(self) -> None:
         """Apply every buffered write in one atomic server-side step."""
         self.ensure_open()
         self._finished = True
-        if self.new_aggregates or self.key_changes or self.events or self.snapshots:
+        if (
+            self.new_types or self.new_aggregates or self.key_changes or self.events
+            or self.snapshots or self.subscription_upserts or self.subscription_filters
+            or self.subscription_switches
+        ):
             self._engine.apply(self)
 
     def rollback(self) -> None:
@@ -284,37 +321,68 @@ class RedisStorageEngine:
         return version
 
     # -- types ------------------------------------------------------------------
-    def _type_id(self, kind: str, name: str) -> int:
+    def _type_id(self, tx: Transaction | None, kind: str, name: str) -> int:
+        """A committed type's id (cached), else one registered now (autocommit) or
+        reserved and registered at commit (in a transaction)."""
         cached = self._type_ids.get((kind, name))
-        if cached is None:
+        if cached is not None:
+            return cached
+        buffer = self._tx(tx)
+        if buffer is None:
             cached = int(self._eval("type_id", kind, name))
-            self._type_ids[(kind, name)] = cached
+        else:
+            pending = buffer.new_types.get((kind, name))
+            if pending is not None:
+                return pending
+            with self._guard(f"read a {kind}"):
+                stored = self._client.hget(self._base + kind, name)
+            if stored is None:
+                reserved = self._allocate(kind)
+                buffer.new_types[(kind, name)] = reserved
+                return reserved
+            cached = int(stored)
+        self._type_ids[(kind, name)] = cached
         return cached
 
+    def _allocate(self, counter: str) -> int:
+        """A fresh id from a counter (a rolled-back transaction leaves a gap)."""
+        with self._guard(f"allocate a {counter} id"):
+            return int(self._client.hincrby(self._base + "ctr", counter, 1))
+
+    def _same_type(self, kind: str, stored: int, wanted: int) -> bool:
+        """Whether ``wanted`` names the stored type: equal, or an alias of it (an id
+        reserved while a concurrent commit registered the same name)."""
+        if stored == wanted:
+            return True
+        with self._guard(f"read a {kind} alias"):
+            alias = self._client.hget(f"{self._base}{kind}:alias", str(wanted))
+        return alias is not None and int(alias) == stored
+
     def get_event_type_id(self, tx: Transaction | None, name: str) -> int:
-        """The id of an event type, registering it (immediately, outside ``tx``) if new."""
-        self._tx(tx)
-        return self._type_id("etype", name)
+        """The id of an event type, registering the name if it is new (in ``tx``)."""
+        return self._type_id(tx, "etype", name)
 
     def get_aggregate_type_id(self, tx: Transaction | None, name: str) -> int:
-        """The id of an aggregate type, registering it (immediately, outside ``tx``) if new."""
-        self._tx(tx)
-        return self._type_id("atype", name)
+        """The id of an aggregate type, registering the name if it is new (in ``tx``)."""
+        return self._type_id(tx, "atype", name)
 
-    def _types(self, kind: str) -> list[IdNamePair]:
+    def _types(self, tx: Transaction | None, kind: str) -> list[IdNamePair]:
+        buffer = self._tx(tx)
         with self._guard(f"read {kind}s"):
-            names = self._client.hgetall(self._base + kind)
-        return sorted(IdNamePair(int(i), n) for n, i in names.items())
+            names = {n: int(i) for n, i in self._client.hgetall(self._base + kind).items()}
+        if buffer is not None:
+            for (pending_kind, name), type_id in buffer.new_types.items():
+                if pending_kind == kind:
+                    names.setdefault(name, type_id)
+        return sorted(IdNamePair(i, n) for n, i in names.items())
 
     def get_aggregate_types(self, tx: Transaction | None) -> list[IdNamePair]:
-        """Every registered aggregate type, by id."""
-        self._tx(tx)
-        return self._types("atype")
+        """Every registered aggregate type (this transaction's own included), by id."""
+        return self._types(tx, "atype")
 
     def get_event_types(self, tx: Transaction | None) -> list[IdNamePair]:
-        """Every registered event type, by id."""
-        self._tx(tx)
-        return self._types("etype")
+        """Every registered event type (this transaction's own included), by id."""
+        return self._types(tx, "etype")
 
     def _type_names(self, wanted: set[str]) -> dict[str, str]:
         """Event type id -> name for decoding, refreshed when an id is unknown."""
@@ -330,10 +398,6 @@ class RedisStorageEngine:
         return names
 
     # -- aggregates -------------------------------------------------------------
-    def _allocate_aggregate_id(self) -> int:
-        with self._guard("allocate an aggregate id"):
-            return int(self._client.hincrby(self._base + "ctr", "agg", 1))
-
     def _aggregate(self, buffer: RedisTransaction | None, aggregate_id: int
                    ) -> tuple[int, str | None] | None:
         """(type id, natural key) of an aggregate as ``buffer`` sees it, or None."""
@@ -367,7 +431,7 @@ class RedisStorageEngine:
     def _create(self, buffer: RedisTransaction, type_id: int, key: str | None) -> int:
         if key is not None and self._key_holder(buffer, key) is not None:
             raise ConstraintViolationError(f"natural key {key!r} is already taken")
-        aggregate_id = self._allocate_aggregate_id()
+        aggregate_id = self._allocate("agg")
         buffer.new_aggregates[aggregate_id] = (type_id, key)
         if key is not None:
             buffer.claimed[key] = (aggregate_id, type_id)
@@ -391,7 +455,7 @@ class RedisStorageEngine:
     ) -> tuple[int, str | None]:
         """(id, natural key) of an aggregate of this type, else ``NotFoundError``."""
         found = self._aggregate(self._tx(tx), aggregate_id)
-        if found is None or found[0] != aggregate_type_id:
+        if found is None or not self._same_type("atype", found[0], aggregate_type_id):
             raise NotFoundError(
                 f"no aggregate with id {aggregate_id} and aggregate type id {aggregate_type_id}"
             )
@@ -403,7 +467,7 @@ class RedisStorageEngine:
         """The id of the aggregate of this type with this key, else ``NotFoundError``."""
         validate_natural_key(natural_key, MAX_KEY_LENGTH)
         holder = self._key_holder(self._tx(tx), natural_key)
-        if holder is None or holder[1] != aggregate_type_id:
+        if holder is None or not self._same_type("atype", holder[1], aggregate_type_id):
             raise NotFoundError(
                 f"no aggregate with natural key {natural_key!r} and aggregate type id "
                 f"{aggregate_type_id}"
@@ -421,7 +485,7 @@ class RedisStorageEngine:
             holder = self._key_holder(buffer, natural_key)
             if holder is None:
                 return True, self._create(buffer, aggregate_type_id, natural_key)
-            if holder[1] != aggregate_type_id:
+            if not self._same_type("atype", holder[1], aggregate_type_id):
                 raise ConstraintViolationError(
                     f"natural key {natural_key!r} belongs to aggregate {holder[0]} of aggregate "
                     f"type id {holder[1]}, not {aggregate_type_id}"
@@ -483,18 +547,26 @@ class RedisStorageEngine:
             )
         names = self._type_names(_codec.member_type_ids(members)) if members else {}
         events = [_codec.decode_member(m, aggregate_id, names) for m in members]
-        if buffer is not None and buffer.events:
-            pending = [
-                e for e in buffer.events
-                if e.aggregate_id == aggregate_id and e.sequence > after_sequence
-            ]
-            if pending:
-                events.extend(self._unsaved(pending))
-                events.sort(key=lambda e: e.sequence)
+        if buffer is None:
+            return events
+        seen = max(after_sequence, events[-1].sequence if events else 0)
+        buffer.sequence_ceilings[aggregate_id] = max(
+            seen, buffer.sequence_ceilings.get(aggregate_id, 0)
+        )
+        pending = [
+            e for e in buffer.events
+            if e.aggregate_id == aggregate_id and e.sequence > after_sequence
+        ]
+        if pending:
+            events.extend(self._unsaved(buffer, pending))
+            events.sort(key=lambda e: e.sequence)
         return events
 
-    def _unsaved(self, pending: Sequence[StorageEngineEvent]) -> list[SerializedEvent]:
-        names = self._type_names({str(e.event_type_id) for e in pending})
+    def _unsaved(
+        self, buffer: RedisTransaction, pending: Sequence[StorageEngineEvent]
+    ) -> list[SerializedEvent]:
+        own = {str(i): n for (kind, n), i in buffer.new_types.items() if kind == "etype"}
+        names = {**self._type_names({str(e.event_type_id) for e in pending} - own.keys()), **own}
         return [
             SerializedEvent(0, e.aggregate_id, names[str(e.event_type_id)], e.state, e.sequence,
                             e.reference, _codec.from_micros(_codec.to_micros(e.event_time)))
@@ -509,6 +581,9 @@ class RedisStorageEngine:
     ) -> None:
         """Buffer events and snapshots (or store them at once without ``tx``). A
         duplicate (aggregate, sequence), here or at commit, raises ``ConcurrencyError``."""
+        buffer = self._tx(tx)
+        if buffer is not None:
+            self._check_stored_sequences(buffer, events)
 
         def buffer_state(buffer: RedisTransaction) -> None:
             keys = buffer.event_keys
@@ -527,24 +602,62 @@ class RedisStorageEngine:
 
         self._write(tx, buffer_state)
 
+    def _check_stored_sequences(
+        self, buffer: RedisTransaction, events: Sequence[StorageEngineEvent]
+    ) -> None:
+        """Refuse now an event whose (aggregate, sequence) is already stored.
+
+        Skipped for aggregates created in this transaction and for sequences above
+        what this transaction read of the aggregate (the usual load-then-append flow
+        costs no round trip); a writer racing in later is caught by ``commit.lua``.
+        """
+        ceilings, created = buffer.sequence_ceilings, buffer.new_aggregates
+        doubtful: list[int] = []
+        for event in events:
+            ceiling = ceilings.get(event.aggregate_id)
+            if event.aggregate_id not in created and (
+                ceiling is None or event.sequence <= ceiling
+            ):
+                doubtful += (event.aggregate_id, event.sequence)
+        if doubtful:
+            found = self._eval("check_sequences", *doubtful)
+            if found:
+                raise ConcurrencyError(int(found[0]), int(found[1]))
+
     def apply(self, buffer: RedisTransaction) -> None:
         """Send a transaction's buffer to ``commit.lua`` (called by ``commit``)."""
         args: list[Any] = [
-            self._base, len(buffer.new_aggregates), len(buffer.key_changes),
-            len(buffer.events), len(buffer.snapshots),
+            self._base, len(buffer.new_types), len(buffer.new_aggregates),
+            len(buffer.key_changes), len(buffer.subscription_upserts), len(buffer.events),
+            len(buffer.snapshots), len(buffer.subscription_filters),
+            len(buffer.subscription_switches),
         ]
+        for (kind, name), type_id in buffer.new_types.items():
+            args += (kind, type_id, name)
         for aggregate_id, (type_id, key) in buffer.new_aggregates.items():
             args += (aggregate_id, type_id, key or "")
         for aggregate_id, key in buffer.key_changes.items():
             args += (aggregate_id, key)
+        for name, upsert in buffer.subscription_upserts.items():
+            args += upsert.args(name)
         extend, event_args = args.extend, _codec.event_args
         for event in buffer.events:
             extend(event_args(event))
         for snapshot in buffer.snapshots.values():
             args += (snapshot.aggregate_id, snapshot.sequence, snapshot.state)
+        for subscription_id, event_type_id in buffer.subscription_filters:
+            args += (subscription_id, event_type_id)
+        for subscription_id, active in buffer.subscription_switches.items():
+            args += (subscription_id, "1" if active else "0")
         outcome = self._run_commit(args)
         if outcome[0] == "ok":
+            ids = outcome[2:]
+            buffer.committed_subscription_ids = {
+                int(ids[i]): int(ids[i + 1]) for i in range(0, len(ids), 2)
+            }
             return
+        if outcome[0] == "nosub":
+            raise NotFoundError(f"no subscription with id {outcome[1]}")
         if outcome[0] == "conflict":
             raise ConcurrencyError(int(outcome[1]), int(outcome[2]))
         if outcome[0] == "dupkey":
@@ -630,25 +743,43 @@ class RedisStorageEngine:
         start_event_id: int,
         start_timestamp: datetime | None,
     ) -> int:
-        """Create or update a subscription by name (immediately, outside ``tx``).
+        """Create or update a subscription by name; return its id.
 
-        The cursor is set once, on create, from ``start_from`` (see the SPI).
+        Like every write, it is buffered in ``tx`` and applied at commit. The cursor
+        is set once, on create, from ``start_from`` (see the SPI).
         """
-        self._tx(tx)
-        cursor = self._initial_cursor(name, start_from, start_event_id, start_timestamp)
-        subscription_id = int(self._eval(
-            "upsert_subscription", name, _codec.optional(aggregate_type_id),
-            _codec.optional(event_type_id), _codec.optional(aggregate_key), start_from,
-            start_event_id,
-            "" if start_timestamp is None else _codec.to_micros(start_timestamp), cursor,
-        ))
-        self._subscription_ids[name] = subscription_id
-        return subscription_id
+        buffer = self._tx(tx)
+        own = buffer if buffer is not None else RedisTransaction(self)
+        stored = self._stored_subscription_id(name)
+        pending = own.subscription_upserts.get(name)
+        if pending is not None:
+            subscription_id = pending.id
+        elif stored is not None:
+            subscription_id = stored
+        else:
+            subscription_id = self._allocate("sub")
+        cursor = "0" if stored is not None or pending is not None else self._initial_cursor(
+            name, start_from, start_event_id, start_timestamp
+        )
+        own.subscription_upserts[name] = _Upsert(
+            subscription_id, aggregate_type_id, event_type_id, aggregate_key, start_from,
+            start_event_id, start_timestamp, cursor,
+        )
+        if buffer is not None:
+            return subscription_id
+        own.commit()
+        # A concurrent creator of the same name may have won: its id is the stored one.
+        return own.committed_subscription_ids.get(subscription_id, subscription_id)
+
+    def _stored_subscription_id(self, name: str) -> int | None:
+        with self._guard("read a subscription"):
+            stored = self._client.hget(self._base + "sub", name)
+        return None if stored is None else int(stored)
 
     def _initial_cursor(self, name: str, start_from: str, start_event_id: int,
                         start_timestamp: datetime | None) -> str:
-        """The cursor a new subscription starts at ("" = the last event id, read by the
-        script itself)."""
+        """The cursor a new subscription starts at ("" = the last event id, read by
+        ``commit.lua`` itself so that no commit slips in between)."""
         if start_from == START_BEGINNING:
             return "0"
         if start_from == START_END:
@@ -659,39 +790,45 @@ class RedisStorageEngine:
             raise ConfigurationError(
                 f"subscription {name!r}: bad start {start_from!r} (timestamp {start_timestamp!r})"
             )
-        with self._guard("read a subscription"):
-            if self._client.hexists(self._base + "sub", name):
-                return "0"  # the script keeps an existing subscription's cursor
         # Read the last id before scanning: an event committed later gets a higher id
         # and is delivered, so none is skipped.
         up_to = self.get_max_event_id(None)
         first = self._first_event_from(start_timestamp, up_to)
         return str(first - 1 if first else up_to)
 
-    def _require_subscription(self, subscription_id: int) -> str:
-        key = f"{self._base}sub:{subscription_id}"
-        with self._guard("read a subscription"):
-            if not self._client.exists(key):
-                raise NotFoundError(f"no subscription with id {subscription_id}")
-        return key
-
     def add_subscription_event_type(
         self, tx: Transaction | None, subscription_id: int, event_type_id: int
     ) -> None:
-        """Add an event type to the subscription's multi-type filter (idempotent)."""
-        self._tx(tx)
-        key = self._require_subscription(subscription_id)
-        with self._guard("update a subscription"):
-            self._client.sadd(key + ":et", str(event_type_id))
+        """Add an event type to the subscription's multi-type filter (idempotent); an
+        unknown subscription is a ``NotFoundError`` (at commit in a transaction)."""
+        self._write(
+            tx, lambda b: b.subscription_filters.append((subscription_id, event_type_id))
+        )
+
+    def set_subscription_active(
+        self, tx: Transaction | None, subscription_id: int, active: bool
+    ) -> None:
+        """Switch a subscription on or off (an unknown one is a ``NotFoundError``)."""
+
+        def switch(buffer: RedisTransaction) -> None:
+            buffer.subscription_switches[subscription_id] = active
+
+        self._write(tx, switch)
 
     def get_subscription_by_name(self, tx: Transaction | None, name: str) -> Subscription:
-        """The subscription with ``event_type_ids`` filled, else ``NotFoundError``."""
-        self._tx(tx)
-        with self._guard("read a subscription"):
-            subscription_id = self._client.hget(self._base + "sub", name)
-        if subscription_id is None:
+        """The subscription (as ``tx`` sees it) with ``event_type_ids`` filled, else
+        ``NotFoundError``."""
+        buffer = self._tx(tx)
+        stored = self._stored_subscription_id(name)
+        pending = None if buffer is None else buffer.subscription_upserts.get(name)
+        if stored is not None:
+            subscription = self._subscription(stored)
+        elif pending is not None:
+            cursor = pending.cursor or str(self.get_max_event_id(None))
+            subscription = Subscription(pending.id, name, last_event_id=int(cursor))
+        else:
             raise NotFoundError(f"no subscription named {name!r}")
-        return self._subscription(int(subscription_id))
+        return subscription if buffer is None else _overlay(subscription, buffer)
 
     def _subscription(self, subscription_id: int) -> Subscription:
         key = f"{self._base}sub:{subscription_id}"
@@ -701,15 +838,6 @@ class RedisStorageEngine:
             pipe.smembers(key + ":et")
             fields, type_ids = pipe.execute()
         return _codec.decode_subscription(fields, subscription_id, list(type_ids))
-
-    def set_subscription_active(
-        self, tx: Transaction | None, subscription_id: int, active: bool
-    ) -> None:
-        """Switch a subscription on or off."""
-        self._tx(tx)
-        key = self._require_subscription(subscription_id)
-        with self._guard("update a subscription"):
-            self._client.hset(key, "active", "1" if active else "0")
 
     def _lease(self, mode: str, name: str, owner: str, lease_seconds: float) -> bool:
         subscription_id = self._subscription_ids.get(name)
@@ -829,3 +957,23 @@ class RedisStorageEngine:
 
 def _raw_response(response: Any, **options: Any) -> Any:
     return response
+
+
+def _overlay(subscription: Subscription, buffer: RedisTransaction) -> Subscription:
+    """``subscription`` with the changes ``buffer`` holds for it."""
+    upsert = buffer.subscription_upserts.get(subscription.name)
+    if upsert is not None:
+        subscription = replace(
+            subscription, aggregate_type_id=upsert.aggregate_type_id,
+            event_type_id=upsert.event_type_id, aggregate_key=upsert.aggregate_key,
+            start_from=upsert.start_from, start_event_id=upsert.start_event_id,
+            start_timestamp=upsert.start_timestamp,
+        )
+    sid = subscription.id
+    added = {t for s, t in buffer.subscription_filters if s == sid}
+    if added:
+        type_ids = tuple(sorted(added.union(subscription.event_type_ids)))
+        subscription = replace(subscription, event_type_ids=type_ids)
+    if sid in buffer.subscription_switches:
+        subscription = replace(subscription, active=buffer.subscription_switches[sid])
+    return subscription

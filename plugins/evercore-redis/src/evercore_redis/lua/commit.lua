@@ -1,19 +1,43 @@
 -- Apply one transaction atomically. Scripts do not roll back, so every check
 -- runs before the first write: either the whole context is stored or nothing is.
 --
--- ARGV: base ("{prefix}:"), then the counts of new aggregates, key changes,
--- events and snapshots, then the groups in that order:
---   new aggregate: id, aggregate type id, natural key ("" = none)
---   key change:    aggregate id, new natural key
---   event:         aggregate id, sequence, event type id, time (us), reference
---                  length (in characters, for the client's parser), reference, state
---   snapshot:      aggregate id, sequence, state
--- Returns {"ok", last event id} or {"conflict", aggregate id, sequence},
--- {"dupkey", key}, {"noagg", aggregate id}, {"exists", aggregate id}.
+-- ARGV: base ("{prefix}:"), then eight counts, then the groups in this order:
+--   type:           kind ("atype"/"etype"), id reserved by the client, name
+--   new aggregate:  id, aggregate type id, natural key ("" = none)
+--   key change:     aggregate id, new natural key
+--   subscription:   id (reserved by the client, or the stored one), name, aggregate type
+--                   id, event type id, aggregate key (these three "" = None), start
+--                   from, start event id, start time (us, "" = None), initial cursor
+--                   ("" = the last event id at this point, before this context's events)
+--   event:          aggregate id, sequence, event type id, time (us), reference
+--                   length (in characters, for the client's parser), reference, state
+--   snapshot:       aggregate id, sequence, state
+--   filter type:    subscription id, event type id (multi-type filter, idempotent)
+--   switch:         subscription id, "1" (active) or "0"
+-- Returns {"ok", last event id, reserved subscription id, actual id, ...} or
+-- {"conflict", aggregate id, sequence}, {"dupkey", key}, {"noagg", aggregate id},
+-- {"exists", aggregate id}, {"nosub", subscription id}.
+--
+-- Type names and subscription names may have been registered by a concurrent
+-- commit since the client reserved an id: the stored id wins and the reserved one
+-- becomes an alias ("<kind>:alias" hash), translated wherever ids are written.
 local B = ARGV[1]
-local n_new, n_keys = tonumber(ARGV[2]), tonumber(ARGV[3])
-local n_events, n_snaps = tonumber(ARGV[4]), tonumber(ARGV[5])
-local K_AGG, K_AKEY, K_KEY = B .. 'agg', B .. 'akey', B .. 'key'
+local n_types, n_new, n_keys, n_subs = tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4]), tonumber(ARGV[5])
+local n_events, n_snaps, n_filters, n_switches = tonumber(ARGV[6]), tonumber(ARGV[7]),
+  tonumber(ARGV[8]), tonumber(ARGV[9])
+local K_AGG, K_AKEY, K_KEY, K_SUB = B .. 'agg', B .. 'akey', B .. 'key', B .. 'sub'
+
+local canonical = {atype = {}, etype = {}}   -- kind -> id -> the id stored for its name
+local function canon(kind, id)
+  if id == '' then return id end
+  local c = canonical[kind][id]
+  if c == nil then
+    c = redis.call('HGET', B .. kind .. ':alias', id) or id
+    canonical[kind][id] = c
+  end
+  return c
+end
 
 local agg_type = {}   -- aggregate id -> type id, for every aggregate this context touches
 local released = {}   -- natural keys this context takes away from their aggregate
@@ -35,20 +59,31 @@ local function key_free_for(key, id)
   if claimed[key] then return false end
   local holder = redis.call('HGET', K_KEY, key)
   if not holder then return true end
-  local holder_id = string.match(holder, '^(%d+):')
-  return holder_id == id or released[key] ~= nil
+  return string.match(holder, '^(%d+):') == id or released[key] ~= nil
 end
 
 -- checks -------------------------------------------------------------------
-local i = 6
-local first_new = i
-for _ = 1, n_new do
-  local id, t = ARGV[i], ARGV[i + 1]
-  if redis.call('HEXISTS', K_AGG, id) == 1 then return {'exists', id} end
-  agg_type[id] = t
+local i = 10
+local first_type = i
+local new_names = {}
+for _ = 1, n_types do
+  local kind, id, name = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local stored = redis.call('HGET', B .. kind, name)
+  if stored then
+    canonical[kind][id] = stored
+  else
+    canonical[kind][id] = id
+    new_names[i] = true
+  end
   i = i + 3
 end
-local first_key = i
+local first_new = i
+for _ = 1, n_new do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', K_AGG, id) == 1 then return {'exists', id} end
+  agg_type[id] = canon('atype', ARGV[i + 1])
+  i = i + 3
+end
 for _ = 1, n_keys do
   local id = ARGV[i]
   if stored_type(id) == nil then return {'noagg', id} end
@@ -65,29 +100,57 @@ for _ = 1, n_new do
   end
   i = i + 3
 end
-i = first_key
 for _ = 1, n_keys do
   local key = ARGV[i + 1]
   if not key_free_for(key, ARGV[i]) then return {'dupkey', key} end
   claimed[key] = true
   i = i + 2
 end
-local first_event = i
+local sub_ids = {}    -- reserved subscription id -> the id stored for its name
+local sub_new = {}    -- reserved subscription id -> true when this context creates it
+local result = {'ok', 0}
+for _ = 1, n_subs do
+  local reserved, name = ARGV[i], ARGV[i + 1]
+  local stored = redis.call('HGET', K_SUB, name)
+  sub_ids[reserved] = stored or reserved
+  sub_new[reserved] = not stored
+  result[#result + 1] = reserved
+  result[#result + 1] = stored or reserved
+  i = i + 9
+end
 for _ = 1, n_events do
   local id, seq = ARGV[i], ARGV[i + 1]
   if stored_type(id) == nil then return {'noagg', id} end
   if redis.call('ZCOUNT', B .. 'ev:' .. id, seq, seq) > 0 then return {'conflict', id, seq} end
   i = i + 7
 end
+i = i + 3 * n_snaps
+for _ = 1, n_filters + n_switches do
+  local id = sub_ids[ARGV[i]] or ARGV[i]
+  if redis.call('EXISTS', B .. 'sub:' .. id) == 0 and sub_ids[ARGV[i]] == nil then
+    return {'nosub', ARGV[i]}
+  end
+  i = i + 2
+end
 
 -- writes -------------------------------------------------------------------
-i = first_new
+i = first_type
+for _ = 1, n_types do
+  local kind, id, name = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if new_names[i] then
+    redis.call('HSET', B .. kind, name, id)
+    redis.call('HSET', B .. kind .. ':id', id, name)
+  else
+    redis.call('HSET', B .. kind .. ':alias', id, canonical[kind][id])
+  end
+  i = i + 3
+end
 for _ = 1, n_new do
-  local id, t, key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  redis.call('HSET', K_AGG, id, t)
+  local id, key = ARGV[i], ARGV[i + 2]
+  redis.call('HSET', K_AGG, id, agg_type[id])
   if key ~= '' then
     redis.call('HSET', K_AKEY, id, key)
-    redis.call('HSET', K_KEY, key, id .. ':' .. t)
+    redis.call('HSET', K_KEY, key, id .. ':' .. agg_type[id])
   end
   i = i + 3
 end
@@ -103,6 +166,26 @@ for _ = 1, n_keys do
   i = i + 2
 end
 local last = tonumber(redis.call('HGET', B .. 'ctr', 'event') or '0')
+for _ = 1, n_subs do
+  local reserved, name = ARGV[i], ARGV[i + 1]
+  local id = sub_ids[reserved]
+  local k = B .. 'sub:' .. id
+  local nullable = {
+    aggregate_type_id = canon('atype', ARGV[i + 2]), event_type_id = canon('etype', ARGV[i + 3]),
+    aggregate_key = ARGV[i + 4], start_timestamp = ARGV[i + 7],
+  }
+  redis.call('HSET', k, 'name', name, 'start_from', ARGV[i + 5], 'start_event_id', ARGV[i + 6])
+  for field, value in pairs(nullable) do
+    if value == '' then redis.call('HDEL', k, field) else redis.call('HSET', k, field, value) end
+  end
+  if sub_new[reserved] then  -- created now: the cursor is set once, here
+    local cursor = ARGV[i + 8]
+    if cursor == '' then cursor = string.format('%d', last) end
+    redis.call('HSET', k, 'last_event_id', cursor, 'active', '1', 'epoch', '0')
+    redis.call('HSET', K_SUB, name, id)
+  end
+  i = i + 9
+end
 if n_events > 0 then
   last = redis.call('HINCRBY', B .. 'ctr', 'event', n_events)
   local gid = last - n_events
@@ -110,7 +193,7 @@ if n_events > 0 then
   for _ = 1, n_events do
     gid = gid + 1
     local g = string.format('%d', gid)
-    local id, seq, t, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local id, seq, t, ts = ARGV[i], ARGV[i + 1], canon('etype', ARGV[i + 2]), ARGV[i + 3]
     local ref, state = ARGV[i + 5], ARGV[i + 6]
     redis.call('XADD', log, g .. '-0', 'a', id, 'at', agg_type[id], 't', t, 's', seq,
       'ts', ts, 'r', ref, 'd', state)
@@ -128,4 +211,15 @@ for _ = 1, n_snaps do
   end
   i = i + 3
 end
-return {'ok', last}
+for _ = 1, n_filters do
+  local id = sub_ids[ARGV[i]] or ARGV[i]
+  redis.call('SADD', B .. 'sub:' .. id .. ':et', canon('etype', ARGV[i + 1]))
+  i = i + 2
+end
+for _ = 1, n_switches do
+  local id = sub_ids[ARGV[i]] or ARGV[i]
+  redis.call('HSET', B .. 'sub:' .. id, 'active', ARGV[i + 1])
+  i = i + 2
+end
+result[2] = last
+return result

@@ -1,5 +1,6 @@
 -- Claim, renew or release a subscription's lease, judged by the server's clock.
--- Whether the subscription is active is the runner's check, not the lease's.
+-- Only an active subscription can be claimed (as in Go); renew does not look at
+-- the switch: a runner learns that it was switched off from its next poll.
 -- ARGV: base, mode ("claim", "renew", "release"), name, owner, lease (us),
 -- fencing epoch the caller last got ("" = unknown).
 -- Returns {1, epoch, subscription id} on success, {0} otherwise. Every successful
@@ -11,12 +12,12 @@ if not id then return {0} end
 local k = B .. 'sub:' .. id
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local f = redis.call('HMGET', k, 'lease_owner', 'lease_expires_at', 'epoch')
-local holder, expires, epoch = f[1], tonumber(f[2] or '0'), f[3] or '0'
+local f = redis.call('HMGET', k, 'active', 'lease_owner', 'lease_expires_at', 'epoch')
+local active, holder, expires, epoch = f[1], f[2], tonumber(f[3] or '0'), f[4] or '0'
 local live = holder and expires > now
 local ours = holder == owner and (ARGV[6] == '' or ARGV[6] == epoch)
 if mode == 'claim' then
-  if live and holder ~= owner then return {0} end
+  if active ~= '1' or (live and holder ~= owner) then return {0} end
   epoch = string.format('%d', tonumber(epoch) + 1)
   redis.call('HSET', k, 'lease_owner', owner,
     'lease_expires_at', string.format('%d', now + tonumber(ARGV[5])), 'epoch', epoch)

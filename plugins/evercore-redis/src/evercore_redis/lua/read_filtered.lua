@@ -5,7 +5,13 @@
 -- Returns {last scanned id, done (0/1), entry...}; each entry is an XRANGE entry.
 -- The caller continues from the last scanned id while not done and short of limit.
 local B, after, limit, budget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local want_atype, key = ARGV[5], ARGV[6]
+-- A type id the client reserved while a concurrent commit registered the same name
+-- is an alias of the stored id (see commit.lua); filters compare stored ids.
+local function canon(kind, id)
+  if id == '' then return id end
+  return redis.call('HGET', B .. kind .. ':alias', id) or id
+end
+local want_atype, key = canon('atype', ARGV[5]), ARGV[6]
 local want_agg = nil
 if key ~= '' then
   local holder = redis.call('HGET', B .. 'key', key)
@@ -17,7 +23,7 @@ end
 local types = nil
 if #ARGV > 6 then
   types = {}
-  for j = 7, #ARGV do types[ARGV[j]] = true end
+  for j = 7, #ARGV do types[canon('etype', ARGV[j])] = true end
 end
 local out = {0, 0}
 local found, scanned, last = 0, 0, after
