@@ -337,32 +337,50 @@ class _DurableReader:
 def _ensure_subscription(
     engine: StorageEngine, name: str, flt: SubscriptionFilter, start: StartFrom
 ) -> Subscription:
-    """Create or update the subscription and return it as stored."""
+    """Create or update the subscription and return it as stored.
+
+    One transaction, so that a runner already working on this subscription never
+    reads a half-written filter (say, its event types cleared but not yet re-added),
+    and so that a refused update leaves the stored subscription as it was.
+    """
     ids = _resolve_types(engine, flt)
-    sub_id = engine.upsert_subscription(
-        None,
-        name,
-        ids.aggregate_type_id,
-        ids.event_type_id,
-        flt.aggregate_key,
-        start.kind,
-        start.event_id,
-        start.timestamp,
-    )
-    for event_type_id in ids.event_type_ids:
-        engine.add_subscription_event_type(None, sub_id, event_type_id)
-    sub = engine.get_subscription_by_name(None, name)
+    tx = engine.get_transaction_info()
+    try:
+        sub_id = engine.upsert_subscription(
+            tx,
+            name,
+            ids.aggregate_type_id,
+            ids.event_type_id,
+            flt.aggregate_key,
+            start.kind,
+            start.event_id,
+            start.timestamp,
+        )
+        for event_type_id in ids.event_type_ids:
+            engine.add_subscription_event_type(tx, sub_id, event_type_id)
+        sub = engine.get_subscription_by_name(tx, name)
+        _check_event_types(name, sub, ids, flt)
+        tx.commit()
+    except BaseException:
+        tx.rollback()
+        raise
+    return sub
+
+
+def _check_event_types(
+    name: str, sub: Subscription, ids: _TypeIds, flt: SubscriptionFilter
+) -> None:
     stored = _effective_event_types(sub.event_type_id, sub.event_type_ids)
     if stored != ids.wanted_event_types:
-        # The SPI can add event types to a subscription but not remove them, so a
-        # narrower filter would silently keep delivering the old types.
+        # An engine whose upsert keeps the stored multi-type list can add event
+        # types but not remove them; a narrower filter would silently keep
+        # delivering the old types.
         raise ConfigurationError(
             f"subscription {name!r} already filters on event type ids {sorted(stored)}, "
             f"but this runner asks for {sorted(ids.wanted_event_types)} "
-            f"(event types {list(flt.event_types)}); event types cannot be removed from a "
-            "stored subscription, so use a new subscription name"
+            f"(event types {list(flt.event_types)}); this engine cannot remove event types "
+            "from a stored subscription, so use a new subscription name"
         )
-    return sub
 
 
 def _inactive(name: str) -> SubscriptionInactive:

@@ -486,15 +486,28 @@ class SubscriptionConformance:
         assert again == newest
         assert engine.get_subscription_by_name(None, name).last_event_id >= old[-1].event_id
 
-    def test_durable_subscription_rejects_dropping_event_types(self, engine: StorageEngine) -> None:
+    def test_durable_filter_change_never_keeps_delivering_dropped_types(
+        self, engine: StorageEngine
+    ) -> None:
         name = _fresh_name()
-        flt = SubscriptionFilter(event_types=("Placed", "Paid"))
-        self.start_runner(engine, "durable", flt=flt, name=name).finish()
-        narrower = SubscriptionFilter(event_types=("Placed",))
-        with pytest.raises(ConfigurationError, match=name):
-            run_subscription(
-                engine, name, narrower, StartFrom.beginning(), self.options(), lambda b: None
-            )
+        wide = SubscriptionFilter(event_types=("Placed", "Paid"))
+        self.start_runner(engine, "durable", flt=wide, name=name).finish()
+        events = write_aggregate(engine, "Order", ["Placed", "Paid"])
+        narrow = SubscriptionFilter(event_types=("Placed",))
+        # An engine whose upsert replaces the multi-type list applies the narrower
+        # filter; one that keeps it must make the runner refuse to start.
+        runner = self.start_runner(engine, "durable", flt=narrow, name=name)
+        runner.wait_for(1)
+        time.sleep(10 * self.POLL)
+        runner.stop.set()
+        error = runner.join()
+        if error is None:
+            assert runner.events == events[:1]
+        else:
+            assert isinstance(error, ConfigurationError)
+            assert name in str(error)
+            stored = engine.get_subscription_by_name(None, name)
+            assert len(stored.event_type_ids) == 2  # left as it was
 
     # -- leases, failover and fencing ---------------------------------------------------------
 
