@@ -160,16 +160,19 @@ def uri_scheme(uri: str) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (safe for errors, logs and reprs)."""
-    try:
-        parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:
-        return "<malformed URI>"
-    if not password:
+    """``uri`` with any password replaced by ``***`` (safe for errors, logs and reprs).
+
+    Works on strings too malformed for ``urlsplit``; when unsure it masks more
+    rather than less.
+    """
+    head, separator, rest = uri.partition("://")
+    if not separator:
+        head, rest = "", uri
+    userinfo, at, tail = rest.rpartition("@")
+    if not at or ":" not in userinfo:
         return uri
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    user = userinfo.split(":", 1)[0]
+    return f"{head}{separator}{user}:***@{tail}"
 
 
 def make_plugin_manager(extra_plugins: Iterable[object] = ()) -> pluggy.PluginManager:
