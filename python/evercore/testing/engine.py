@@ -878,6 +878,43 @@ class StorageEngineConformance:
         assert len(seen) == writers * sum(1 + c % 3 for c in range(commits))
         assert [e.event_id for e in seen] == [e.event_id for e in _read_all(engine, _reader())]
 
+    def test_reader_does_not_skip_an_event_that_commits_later_with_a_lower_id(
+        self, engine: StorageEngine
+    ) -> None:
+        """The slow writer starts first (where ids come from a sequence it holds the
+        lower id); a reader that reads the fast writer's event meanwhile must still
+        get the slow writer's event once it commits."""
+        types = _register_types(engine)
+        slow_aggregate = engine.new_aggregate(None, types.user)
+        fast_aggregate = engine.new_aggregate(None, types.user)
+        slow = engine.get_transaction_info()
+        failures: list[BaseException] = []
+
+        def fast_writer() -> None:
+            try:
+                with _transaction(engine) as tx:
+                    engine.write_state(tx, [_event(fast_aggregate, 1, types.user_created)], [])
+            except BaseException as error:  # reported in the test thread
+                failures.append(error)
+
+        fast = threading.Thread(target=fast_writer)
+        try:
+            engine.write_state(slow, [_event(slow_aggregate, 1, types.user_created)], [])
+            fast.start()
+            fast.join(timeout=0.5)  # an engine that serialises writers keeps it waiting
+            seen = engine.get_events_for_subscription(None, _reader(), 100)
+            cursor = seen[-1].event_id if seen else 0
+            slow.commit()
+        except BaseException:
+            slow.rollback()
+            raise
+        finally:
+            fast.join(timeout=30)
+        assert not failures, failures
+        seen += _read_all(engine, _reader(last_event_id=cursor))
+        assert sorted(e.aggregate_id for e in seen) == sorted([slow_aggregate, fast_aggregate])
+        assert [e.event_id for e in seen] == sorted({e.event_id for e in seen})
+
     # --------------------------------------------------- subscription records --
     def test_upsert_creates_a_subscription(self, engine: StorageEngine) -> None:
         types = _register_types(engine)
