@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from evercore.aggregate import Aggregate
-from evercore.events import EventState, StateEvent, decode_event, is_state_event_class
+from evercore.events import EventState, StateEvent, decode_event, state_event_name
 from evercore.values import AggregateState, SerializedEvent, Snapshot, utc_now
 
 if TYPE_CHECKING:
@@ -147,16 +147,15 @@ class EventStoreContext(EventStoreReadonlyContext):
         wrapped in ``StateEvent``. ``time`` None means now (UTC). Every
         ``snapshot_frequency`` events a snapshot of ``agg`` is captured too.
         """
-        state = _as_event_state(event)
+        state, event_type, payload = _captured_form(event)
         event_time = utc_now() if time is None else _utc(time)
         agg.apply_event_state(state, event_time, reference)
         sequence = agg.sequence + 1
         agg.sequence = sequence
         self._aggregate_ids.append(agg.id)
         self._sequences.append(sequence)
-        self._event_types.append(state.event_type)
-        # StateEvent payloads are serialized in one batch at commit, by the kernel.
-        self._payloads.append(state.payload if type(state) is StateEvent else state.serialize())
+        self._event_types.append(event_type)
+        self._payloads.append(payload)
         self._times.append(event_time)
         self._references.append(reference)
         frequency = agg.snapshot_frequency
@@ -201,13 +200,16 @@ class EventStoreContext(EventStoreReadonlyContext):
         )
 
 
-def _as_event_state(event: object) -> EventState:
-    if isinstance(event, StateEvent):
-        return event
-    if is_state_event_class(type(event)):
-        return StateEvent(event)
+def _captured_form(event: object) -> tuple[EventState, str, object]:
+    """(the event to apply, its type name, what to capture). State-event payloads are
+    captured as objects so that the kernel serializes the whole batch at commit."""
+    name = state_event_name(type(event))
+    if name is not None:
+        return StateEvent(event), name, event
+    if type(event) is StateEvent:
+        return event, event.event_type, event.payload
     if isinstance(event, EventState):
-        return event
+        return event, event.event_type, event.serialize()
     raise TypeError(
         f"cannot apply {event!r}: it is neither an EventState (event_type + serialize()) "
         "nor an instance of a @evercore.state_event class"

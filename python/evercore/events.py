@@ -66,7 +66,8 @@ class StateEvent:
     @property
     def event_type(self) -> str:
         """The payload class's registered event-type name."""
-        return event_type_name(type(self.payload))
+        cls = type(self.payload)
+        return _state_event_names.get(cls) or event_type_name(cls)
 
     def serialize(self) -> str:
         """The payload as compact JSON."""
@@ -84,6 +85,7 @@ class StateEvent:
 _lock = threading.Lock()
 _event_classes: dict[str, type] = {}
 _state_event_classes: dict[str, type] = {}
+_state_event_names: dict[type, str] = {}
 _decoders: list[EventDecoder] = []
 _EVENT_NAME_ATTR = "__evercore_event_type__"
 
@@ -139,14 +141,15 @@ def state_event(cls: C | None = None, /, *, name: str | None = None) -> C | Call
         type_name = name or target.__name__
         setattr(target, _EVENT_NAME_ATTR, type_name)
         _register(_state_event_classes, target, type_name)
+        _state_event_names[target] = type_name
         return target
 
     return decorate(cls) if cls is not None else decorate
 
 
-def is_state_event_class(cls: type) -> bool:
-    """True when ``cls`` was decorated with ``@state_event``."""
-    return _state_event_classes.get(event_type_name(cls)) is cls
+def state_event_name(cls: type) -> str | None:
+    """The event-type name of a ``@state_event`` class, None for any other class."""
+    return _state_event_names.get(cls)
 
 
 def register_event_decoder(*decoders: EventDecoder) -> None:
@@ -268,7 +271,7 @@ __all__ = [
     "event",
     "event_type_name",
     "from_json_value",
-    "is_state_event_class",
+    "state_event_name",
     "register_event_decoder",
     "state_event",
 ]
