@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from evercore import _kernels

@@ -271,7 +271,7 @@ __all__ = [
     "event",
     "event_type_name",
     "from_json_value",
-    "state_event_name",
     "register_event_decoder",
     "state_event",
+    "state_event_name",
 ]
