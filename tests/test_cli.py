@@ -433,3 +433,23 @@ def test_progress_bar_writes_one_line_per_workload_when_not_a_terminal() -> None
 def test_bench_config_refuses_nonpositive_sizes() -> None:
     with pytest.raises(evercore.ConfigurationError, match="bench option page_size must be >= 1"):
         bench.BenchConfig(page_size=0)
+
+
+# -- tail (the command comes from evercore.cli_tail; this checks the wiring) -------------
+
+
+def test_tail_is_wired_into_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    uri = sqlite_uri(tmp_path)
+    _populate(uri)
+    code, out, err = run(capsys, "tail", uri, "--from", "beginning", "--max-events", "2")
+    assert code == cli.EXIT_OK, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(e["event_id"], e["event_type"]) for e in lines] == [
+        (1, "BenchDeposited"),
+        (2, "BenchDeposited"),
+    ]
+    code, _, err = run(capsys, "tail", "nosuchdb://x", "--debug")
+    assert code == cli.EXIT_ERROR
+    assert "Traceback" in err and "evercore: error: no backend is installed" in err

@@ -18,6 +18,8 @@ Passwords in URIs never appear in the output: every URI is shown redacted.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import shlex
 import sys
@@ -548,8 +550,6 @@ def _bench_targets(uris: Sequence[str]) -> Iterator[list[Any]]:
 
 def _require_matplotlib(path: str) -> None:
     # Checked before the run so a missing extra does not cost a whole benchmark.
-    import importlib.util
-
     if importlib.util.find_spec("matplotlib") is None:
         raise ConfigurationError(f"--plot {path} needs matplotlib: pip install 'evercore[plot]'")
 
@@ -558,13 +558,13 @@ def _require_matplotlib(path: str) -> None:
 
 
 def _add_tail(commands: Any, common: argparse.ArgumentParser) -> None:
-    try:
-        from evercore import cli_tail  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
+    # ``tail`` lives in its own module (the subscriptions side owns it); a build
+    # without that module simply has no ``tail`` command.
+    if importlib.util.find_spec("evercore.cli_tail") is None:
         return
-    tail = cli_tail.add_tail_parser(commands)
-    tail.set_defaults(handler=cli_tail.run_tail)
-    tail.epilog = _EXIT_CODES_HELP
+    cli_tail = importlib.import_module("evercore.cli_tail")
+    tail: argparse.ArgumentParser = cli_tail.add_tail_parser(commands, parents=[common])
+    tail.epilog = tail.epilog or _EXIT_CODES_HELP
 
 
 __all__ = [
