@@ -28,6 +28,21 @@ and writes nothing), durable subscriptions (cursor initialisation for each
 subscription reads (type, multi-type and key filters, paging, no gaps under
 concurrent writers, max / first-event-id helpers).
 
+Where the SPI docstrings are silent, the suite pins down these choices (the Go
+engines' behaviour where they agree with each other, else the stricter one):
+
+* natural keys are unique across aggregate types; ``get_or_create_aggregate_by_key``
+  with a key held by another type raises ``ConstraintViolationError``;
+* changing the key of a missing aggregate, and writing an event for one, raise
+  ``NotFoundError`` naming the id;
+* the latest snapshot is the one with the highest sequence;
+* events read by aggregate carry their global ``event_id`` too;
+* ``claim_subscription`` refuses an inactive subscription, and succeeds for the
+  owner already holding the lease (as the SPI says; Go refuses it);
+* ``rollback()`` after ``commit()`` is harmless (the Go ``defer tx.Rollback()`` idiom);
+* once ``commit()`` (or an autocommit call) returns, every read sees its writes,
+  subscription reads and ``get_max_event_id`` included.
+
 Requirements on the engine under test beyond the SPI: it must be safe to use from
 several threads (two tests race 8 writers), and each test needs about a second at
 most on a local database; the lease tests sleep a few tenths of a second.
