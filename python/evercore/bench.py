@@ -636,7 +636,9 @@ def render_plot(report: BenchReport, path: str) -> None:
         eps = {r.title: r.events_per_second for r in report.results if r.target == target.label}
         offset = (index - (len(report.targets) - 1) / 2) * width
         positions = [i + offset for i in range(len(titles))]
-        axes.bar(positions, [eps.get(t, 0.0) for t in titles], width, label=target.label)
+        values = [eps.get(t, 0.0) for t in titles]
+        bars = axes.bar(positions, values, width, label=target.label)
+        axes.bar_label(bars, labels=[_compact(v) for v in values], fontsize=7, padding=2)
     axes.set_xticks(range(len(titles)), titles, rotation=20, ha="right")
     axes.set_yscale("log")
     axes.set_ylabel("events/s (log scale)")
@@ -645,6 +647,14 @@ def render_plot(report: BenchReport, path: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     pyplot.close(figure)
+
+
+def _compact(value: float) -> str:
+    """``value`` in three significant figures with a k/M suffix (bar labels)."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def write_text(path: str, text: str) -> None:
