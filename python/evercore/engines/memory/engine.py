@@ -67,6 +67,13 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def _keep_latest(snapshots: dict[int, Snapshot], snapshot: Snapshot) -> None:
+    """Store ``snapshot`` unless one with a higher sequence is kept for its aggregate."""
+    kept = snapshots.get(snapshot.aggregate_id)
+    if kept is None or snapshot.sequence >= kept.sequence:
+        snapshots[snapshot.aggregate_id] = snapshot
+
+
 def _now() -> datetime:
     """The one clock leases are judged by."""
     return datetime.fromtimestamp(time.time(), timezone.utc)
@@ -89,6 +96,7 @@ class _TypeTable:
         self.ids: dict[str, int] = {}
         self.names: dict[int, str] = {}
         self._reserved: dict[str, int] = {}
+        self._reserved_names: dict[int, str] = {}
         self._counter = itertools.count(1)
 
     def reserve(self, name: str) -> int:
@@ -96,7 +104,17 @@ class _TypeTable:
         type_id = self._reserved.get(name)
         if type_id is None:
             type_id = self._reserved[name] = next(self._counter)
+            self._reserved_names[type_id] = name
         return type_id
+
+    def name_of(self, type_id: int, pending: dict[str, int]) -> str | None:
+        """The name of a registered id, or of one registered by a transaction's ``pending``."""
+        name = self.names.get(type_id)
+        if name is None:
+            name = self._reserved_names.get(type_id)
+            if name is None or pending.get(name) != type_id:
+                return None
+        return name
 
     def add(self, name: str, type_id: int) -> None:
         """Make a reserved name registered."""
@@ -254,9 +272,7 @@ class MemoryTransaction:
         self.engine = engine
         self.finished = False
         self.failure: Exception | None = None
-        self.aggregate_types: dict[str, int] = {}
-        self.event_types: dict[str, int] = {}
-        self.event_type_names: dict[int, str] = {}
+        self.pending_types: dict[_TypeTable, dict[str, int]] = {}
         self.aggregates: dict[int, _Aggregate] = {}
         self.keys: dict[str, int | None] = {}  # None: the key was given up
         self.events: list[_Pending] = []
@@ -264,6 +280,10 @@ class MemoryTransaction:
         self.snapshots: dict[int, Snapshot] = {}
         self.subscriptions: _Subscriptions | None = None
         self.subscription_ops: list[tuple[_SubscriptionOp, object]] = []
+
+    def pending(self, table: _TypeTable) -> dict[str, int]:
+        """The names this transaction registered in ``table``."""
+        return self.pending_types.setdefault(table, {})
 
     def commit(self) -> None:
         """Apply every buffered write atomically; on error nothing is applied."""
@@ -343,52 +363,42 @@ class MemoryStorageEngine:
         auto.commit()
 
     # -- types -----------------------------------------------------------------
-    def get_event_type_id(self, tx: Transaction | None, name: str) -> int:
-        """The id of an event type, registering the name if it is new."""
+    def _type_id(self, tx: Transaction | None, table: _TypeTable, name: str) -> int:
         own = self._tx(tx)
         with self._lock:
-            found = self._event_types.ids.get(name)
+            found = table.ids.get(name)
             if found is not None:
                 return found
-            type_id = self._event_types.reserve(name)
+            type_id = table.reserve(name)
             if own is None:
-                self._event_types.add(name, type_id)
+                table.add(name, type_id)
                 return type_id
-        own.event_types[name] = type_id
-        own.event_type_names[type_id] = name
+        own.pending(table)[name] = type_id
         return type_id
+
+    def _type_list(self, tx: Transaction | None, table: _TypeTable) -> list[IdNamePair]:
+        own = self._tx(tx)
+        with self._lock:
+            names = dict(table.ids)
+        if own is not None:
+            names.update(own.pending(table))
+        return sorted(IdNamePair(type_id, name) for name, type_id in names.items())
+
+    def get_event_type_id(self, tx: Transaction | None, name: str) -> int:
+        """The id of an event type, registering the name if it is new."""
+        return self._type_id(tx, self._event_types, name)
 
     def get_aggregate_type_id(self, tx: Transaction | None, name: str) -> int:
         """The id of an aggregate type, registering the name if it is new."""
-        own = self._tx(tx)
-        with self._lock:
-            found = self._aggregate_types.ids.get(name)
-            if found is not None:
-                return found
-            type_id = self._aggregate_types.reserve(name)
-            if own is None:
-                self._aggregate_types.add(name, type_id)
-                return type_id
-        own.aggregate_types[name] = type_id
-        return type_id
+        return self._type_id(tx, self._aggregate_types, name)
 
     def get_aggregate_types(self, tx: Transaction | None) -> list[IdNamePair]:
         """Every registered aggregate type, by id."""
-        own = self._tx(tx)
-        with self._lock:
-            names = dict(self._aggregate_types.ids)
-        if own is not None:
-            names.update(own.aggregate_types)
-        return sorted(IdNamePair(type_id, name) for name, type_id in names.items())
+        return self._type_list(tx, self._aggregate_types)
 
     def get_event_types(self, tx: Transaction | None) -> list[IdNamePair]:
         """Every registered event type, by id."""
-        own = self._tx(tx)
-        with self._lock:
-            names = dict(self._event_types.ids)
-        if own is not None:
-            names.update(own.event_types)
-        return sorted(IdNamePair(type_id, name) for name, type_id in names.items())
+        return self._type_list(tx, self._event_types)
 
     # -- aggregates --------------------------------------------------------------
     def _aggregate(self, own: MemoryTransaction | None, aggregate_id: int) -> _Aggregate | None:
@@ -403,12 +413,9 @@ class MemoryStorageEngine:
             return own.keys[key]
         return self._keys.get(key)
 
-    def _aggregate_type_exists(self, own: MemoryTransaction, type_id: int) -> bool:
-        return type_id in self._aggregate_types.names or type_id in own.aggregate_types.values()
-
     def _create(self, own: MemoryTransaction, type_id: int, key: str | None) -> int:
         """Buffer a new aggregate (caller holds the lock and has checked the key is free)."""
-        if not self._aggregate_type_exists(own, type_id):
+        if self._aggregate_types.name_of(type_id, own.pending(self._aggregate_types)) is None:
             raise NotFoundError(f"aggregate type id {type_id} is not registered")
         aggregate_id = next(self._aggregate_ids)
         own.aggregates[aggregate_id] = _Aggregate(type_id, key)
@@ -545,15 +552,14 @@ class MemoryStorageEngine:
         """Check a batch against committed, buffered and its own events (caller holds the lock)."""
         staged: list[_Pending] = []
         seen: set[tuple[int, int]] = set()
+        event_types = own.pending(self._event_types)
         for event in events:
             found = self._aggregate(own, event.aggregate_id)
             if found is None:
                 raise NotFoundError(
                     f"aggregate {event.aggregate_id} not found (event sequence {event.sequence})"
                 )
-            event_type = self._event_types.names.get(event.event_type_id)
-            if event_type is None:
-                event_type = own.event_type_names.get(event.event_type_id)
+            event_type = self._event_types.name_of(event.event_type_id, event_types)
             if event_type is None:
                 raise NotFoundError(f"event type id {event.event_type_id} is not registered")
             slot = (event.aggregate_id, event.sequence)
@@ -598,9 +604,7 @@ class MemoryStorageEngine:
                 by_sequence = own.events_by_aggregate.setdefault(pending.event.aggregate_id, {})
                 by_sequence[pending.event.sequence] = pending.event
             for snapshot in snapshots:
-                kept = own.snapshots.get(snapshot.aggregate_id)
-                if kept is None or snapshot.sequence >= kept.sequence:
-                    own.snapshots[snapshot.aggregate_id] = snapshot
+                _keep_latest(own.snapshots, snapshot)
 
     # -- commit ------------------------------------------------------------------
     def _commit(self, own: MemoryTransaction) -> None:
@@ -612,16 +616,13 @@ class MemoryStorageEngine:
                 if index is not None and index.has(pending.event.sequence):
                     raise ConcurrencyError(pending.event.aggregate_id, pending.event.sequence)
             subscriptions = self._replay_subscription_ops(own)
-            for name, type_id in own.aggregate_types.items():
-                self._aggregate_types.add(name, type_id)
-            for name, type_id in own.event_types.items():
-                self._event_types.add(name, type_id)
+            for table, names in own.pending_types.items():
+                for name, type_id in names.items():
+                    table.add(name, type_id)
             self._apply_aggregates(own)
             self._apply_events(own.events)
-            for aggregate_id, snapshot in own.snapshots.items():
-                kept = self._snapshots.get(aggregate_id)
-                if kept is None or snapshot.sequence >= kept.sequence:
-                    self._snapshots[aggregate_id] = snapshot
+            for snapshot in own.snapshots.values():
+                _keep_latest(self._snapshots, snapshot)
             if subscriptions is not None:
                 self._subscriptions = subscriptions
             if own.events:
