@@ -284,7 +284,7 @@ def _add_info(commands: Any, common: argparse.ArgumentParser) -> None:
         "show a store's size, types and subscriptions",
         "Show what the store at URI holds: aggregate, event and snapshot counts, the\n"
         "registered aggregate and event types, and each durable subscription with its\n"
-        "cursor, lease owner and lag (events after the cursor, ignoring its filter).\n"
+        "cursor, lease owner and lag (event ids past its cursor, not counting its filter).\n"
         "Read-only: it does not migrate the store.",
     )
     sub.add_argument("uri", metavar="URI", help=_URI_HELP)
