@@ -76,9 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("evercore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
+        uris = _uris_in(args)
         if args.debug:
-            traceback.print_exc()
-        print(f"evercore: error: {describe_error(exc, _uris_in(args))}", file=sys.stderr)
+            trace = "".join(traceback.format_exception(exc))
+            sys.stderr.write(_hide_passwords(trace, uris))
+        print(f"evercore: error: {describe_error(exc, uris)}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -93,6 +95,12 @@ def describe_error(exc: BaseException, uris: Sequence[str] = ()) -> str:
     text = " ".join(str(exc).split()) or "(no message)"
     if not isinstance(exc, EvercoreError):
         text = f"{type(exc).__name__}: {text}"
+    return _hide_passwords(text, uris)
+
+
+def _hide_passwords(text: str, uris: Sequence[str]) -> str:
+    # Belt and braces: messages should already be redacted, but one from a driver or
+    # a chained exception in a --debug traceback may still quote the URI it was given.
     for uri in uris:
         text = text.replace(uri, redact_uri(uri))
         password = _password(uri)
