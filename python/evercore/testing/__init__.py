@@ -6,5 +6,6 @@ Needs pytest.
 """
 
 from evercore.testing.engine import StorageEngineConformance
+from evercore.testing.subscriptions import SubscriptionConformance
 
-__all__ = ["StorageEngineConformance"]
+__all__ = ["StorageEngineConformance", "SubscriptionConformance"]
