@@ -2,7 +2,7 @@
 
 URIs follow SQLAlchemy's convention: ``sqlite:///relative.db``,
 ``sqlite:////absolute/path.db``, ``sqlite://:memory:`` (``sqlite://`` alone is also
-an in-memory database). Options come from the query string
+an in-memory database, private to one engine). Options come from the query string
 (``?synchronous=FULL&busy_timeout=5``) or as keyword arguments; a keyword wins over
 the same option in the query string.
 """
@@ -71,10 +71,12 @@ def parse_config(uri: str, options: Mapping[str, Any]) -> SqliteConfig:
             f"unknown SQLite option {unknown[0]!r} in {uri!r}; "
             f"known options: {', '.join(sorted(_PARSERS))}"
         )
-    values: dict[str, Any] = {
-        name: _PARSERS[name](name, value) for name, value in merged.items()
-    }
-    return SqliteConfig(path=_parse_path(uri, rest), **values)
+    values: dict[str, Any] = {name: _PARSERS[name](name, value) for name, value in merged.items()}
+    path = _parse_path(uri, rest)
+    if path is None:
+        # Nothing of an in-memory database survives the process: skip the fsyncs.
+        values.setdefault("synchronous", "OFF")
+    return SqliteConfig(path=path, **values)
 
 
 def _parse_path(uri: str, rest: str) -> str | None:

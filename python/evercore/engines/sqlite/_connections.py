@@ -32,8 +32,10 @@ _RETRY_PAUSE = 0.005
 def is_busy(exc: sqlite3.Error) -> bool:
     """True for SQLITE_BUSY / SQLITE_LOCKED: another connection holds a lock."""
     text = str(exc)
-    return "database is locked" in text or "database table is locked" in text or (
-        "busy" in text.lower() and isinstance(exc, sqlite3.OperationalError)
+    return (
+        "database is locked" in text
+        or "database table is locked" in text
+        or ("busy" in text.lower() and isinstance(exc, sqlite3.OperationalError))
     )
 
 
@@ -96,46 +98,30 @@ def begin_immediate(conn: sqlite3.Connection, config: SqliteConfig) -> None:
 
 
 class ConnectionPool:
-    """Idle connections kept for reuse; any number may be open at once for a file.
+    """Idle connections to the database file at ``file_path``, kept for reuse.
 
-    An in-memory database lives in one connection, so there the pool holds exactly
-    one and a second user waits (up to the busy timeout) for it to come back.
+    Any number may be open at once; at most ``config.pool_size`` idle ones are kept.
     """
 
-    def __init__(self, config: SqliteConfig) -> None:
+    def __init__(self, config: SqliteConfig, file_path: str) -> None:
         self._config = config
+        self._file_path = file_path
         self._idle: list[sqlite3.Connection] = []
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._closed = False
-        self._memory_conn: sqlite3.Connection | None = None
-        self._memory_in_use = False
-        if config.path is None:
-            self._memory_conn = self._connect(":memory:")
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` has run."""
-        return self._closed
 
     def acquire(self) -> sqlite3.Connection:
         """A connection for the caller's exclusive use until :meth:`release`."""
-        if self._memory_conn is not None:
-            return self._acquire_memory(self._memory_conn)
-        with self._cond:
-            self._raise_if_closed()
+        with self._lock:
+            if self._closed:
+                raise StorageEngineError(f"the SQLite engine for {self._config.label} is closed")
             if self._idle:
                 return self._idle.pop()
-        assert self._config.path is not None
-        return self._connect(self._config.path)
+        return self._connect()
 
     def release(self, conn: sqlite3.Connection) -> None:
         """Give a connection back (it must not be inside a transaction)."""
-        if conn is self._memory_conn:
-            with self._cond:
-                self._memory_in_use = False
-                self._cond.notify()
-            return
-        with self._cond:
+        with self._lock:
             if not self._closed and len(self._idle) < self._config.pool_size:
                 self._idle.append(conn)
                 return
@@ -143,40 +129,17 @@ class ConnectionPool:
 
     def close(self) -> None:
         """Close every idle connection; connections in use close when released."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-            if self._memory_conn is not None:
-                idle.append(self._memory_conn)
         for conn in idle:
             conn.close()
 
-    def _acquire_memory(self, conn: sqlite3.Connection) -> sqlite3.Connection:
-        deadline = time.monotonic() + self._config.busy_timeout
-        with self._cond:
-            while self._memory_in_use:
-                self._raise_if_closed()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise StorageEngineError(
-                        "SQLite database :memory: is locked: another transaction used its "
-                        f"only connection for longer than the busy timeout "
-                        f"({self._config.busy_timeout:g} s)"
-                    )
-                self._cond.wait(remaining)
-            self._raise_if_closed()
-            self._memory_in_use = True
-        return conn
-
-    def _raise_if_closed(self) -> None:
-        if self._closed:
-            raise StorageEngineError(f"the SQLite engine for {self._config.label} is closed")
-
-    def _connect(self, target: str) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         config = self._config
         try:
             conn = sqlite3.connect(
-                target,
+                self._file_path,
                 timeout=config.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
@@ -188,6 +151,7 @@ class ConnectionPool:
             conn.execute(f"PRAGMA synchronous = {config.synchronous}")
             conn.execute(f"PRAGMA cache_size = -{config.cache_size}")
             conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             conn.close()
             raise translate(exc, config, "setting up a connection") from exc
@@ -280,7 +244,6 @@ class SqliteTransaction:
         )
 
     def __del__(self) -> None:
-        # An abandoned transaction must not keep its connection (and, for an
-        # in-memory database, the only one) or the write lock.
+        # An abandoned transaction must not keep its connection or the write lock.
         if getattr(self, "_conn", None) is not None:
             self.abort("abandoned")

@@ -5,6 +5,9 @@
 -- one + 1, so ids are handed out in commit order: a reader that has seen id n has
 -- seen every id below n, and a rolled-back id is reused, leaving no gaps.
 --
+-- Foreign keys are enforced (PRAGMA foreign_keys = ON on every connection): an
+-- event or snapshot for a missing aggregate, or of an unregistered type, is refused.
+--
 -- Times are INTEGER microseconds since the Unix epoch, UTC: exact to the
 -- microsecond, compact, and ordered as numbers.
 
@@ -38,7 +41,7 @@ CREATE TABLE events (
 
 -- Every snapshot is kept; the latest is the one with the highest sequence.
 CREATE TABLE snapshots (
-    aggregate_id INTEGER NOT NULL,
+    aggregate_id INTEGER NOT NULL REFERENCES aggregates (id),
     sequence     INTEGER NOT NULL,
     state        TEXT NOT NULL,
     PRIMARY KEY (aggregate_id, sequence)
