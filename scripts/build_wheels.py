@@ -13,7 +13,13 @@
 
 ``tests/test_wheels.py`` runs this unless ``EVERCORE_WHEELHOUSE`` names a directory
 of wheels built beforehand (so CI builds once). Extra arguments after ``--`` go to
-maturin (e.g. ``-- --zig --compatibility manylinux2014``).
+maturin. For the widest Linux reach, link against glibc 2.17 with zig (``pip install
+ziglang`` first, a ~400 MB toolchain, hence not the default)::
+
+    python scripts/build_wheels.py dist -- --zig --compatibility manylinux2014
+
+which gives ``...-cp310-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl`` (it
+passes the same smoke test).
 """
 
 from __future__ import annotations
@@ -40,10 +46,10 @@ def _move_wheels(source: Path, outdir: Path) -> list[Path]:
 
 def build_core(outdir: Path, maturin_args: Sequence[str] = ()) -> list[Path]:
     """Build the ``evercore`` wheel into ``outdir``."""
-    maturin = shutil.which("maturin", path=str(Path(sys.executable).parent)) or "maturin"
+    maturin = [sys.executable, "-m", "maturin"]  # installed by the "test" extra
     with tempfile.TemporaryDirectory(prefix="evercore-wheel-") as scratch:
         subprocess.run(
-            [maturin, "build", "--release", "--quiet", "--out", scratch, *maturin_args],
+            [*maturin, "build", "--release", "--quiet", "--out", scratch, *maturin_args],
             cwd=ROOT,
             check=True,
         )
