@@ -115,8 +115,8 @@ class SqliteStorageEngine:
         self.config = config
         if config.path is None:
             file_path = _temporary_database()
-            self._remove_temporary: weakref.finalize[[str], None] | None = weakref.finalize(
-                self, _remove_database_files, file_path
+            self._remove_temporary: weakref.finalize[[str], SqliteStorageEngine] | None = (
+                weakref.finalize(self, _remove_database_files, file_path)
             )
         else:
             check_path(config.path)
