@@ -3,8 +3,10 @@
 Each workload runs through the public facade (``evercore.connect``, contexts,
 ``StateAggregate``), the way an application uses the store, on every target in
 turn within one run, so the figures of one report are comparable. Payloads are
-about 150 bytes of JSON. Aggregates never snapshot (``snapshot_frequency = 0``)
-so that rehydration really replays every event.
+about 150 bytes of JSON. The ingest and rehydrate aggregates never snapshot
+(``snapshot_frequency = 0``) so that rehydration really replays every event; the
+hot aggregates of the concurrent workload snapshot every 10 events, as hot
+aggregates in an application would.
 
 Workloads (keys as used by ``--workload`` and in the JSON report):
 
