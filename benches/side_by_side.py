@@ -142,17 +142,15 @@ def cross_backend(
 # -- part 2: each backend against raw drivers and other libraries -------------------------
 
 
-def comparison_modules() -> list[ModuleType]:
-    """Every ``benches/bench_<backend>.py`` that defines ``side_by_side``."""
-    modules = []
-    for path in sorted(HERE.glob("bench_*.py")):
-        spec = importlib.util.spec_from_file_location(f"_side_by_side_{path.stem}", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if callable(getattr(module, "side_by_side", None)):
-            modules.append(module)
-    return modules
+def _load(path: Path) -> ModuleType:
+    # The modules import ``tests.services`` and friends: make the repository importable.
+    if str(HERE.parent) not in sys.path:
+        sys.path.insert(0, str(HERE.parent))
+    spec = importlib.util.spec_from_file_location(f"_side_by_side_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 _GOAL = re.compile(r"^\s*>=\s*([0-9.]+)\s*x\s*$")
@@ -195,14 +193,20 @@ def _eps(row: Row) -> float:
     return int(row["events"]) / seconds if seconds > 0 else 0.0
 
 
-def run_comparisons(events: int, log: Callable[[str], None]) -> dict[str, list[Row] | str]:
-    """Each module's rows, or the one-line reason it failed (the others still run)."""
+def run_comparisons(
+    events: int, log: Callable[[str], None], directory: Path = HERE
+) -> dict[str, list[Row] | str]:
+    """Each ``bench_<backend>.py`` module's rows, or the one-line reason it failed (the
+    others still run). Modules without ``side_by_side`` are left out."""
     outcomes: dict[str, list[Row] | str] = {}
-    for module in comparison_modules():
-        name = module.__name__.removeprefix("_side_by_side_bench_")
-        log(f"running the {name} comparison ({events:,} events)")
+    for path in sorted(directory.glob("bench_*.py")):
+        name = path.stem.removeprefix("bench_")
         try:
-            outcomes[name] = list(module.side_by_side(events))
+            compare = getattr(_load(path), "side_by_side", None)
+            if not callable(compare):
+                continue
+            log(f"running the {name} comparison ({events:,} events)")
+            outcomes[name] = list(compare(events))
         except Exception as exc:  # one backend's failure must not lose the others' figures
             traceback.print_exc()
             outcomes[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"

@@ -317,7 +317,8 @@ def rehydrate(store: evercore.EventStore, config: BenchConfig, tick: Tick) -> Me
 
 
 def catchup(store: evercore.EventStore, config: BenchConfig, tick: Tick) -> Measurement:
-    """Read the whole global log in pages of ``page_size``, as a catching-up subscriber."""
+    """Read the whole global log in pages of ``page_size``, as a catching-up subscriber;
+    fail if the read delivers fewer events than the store holds."""
     engine = store.storage_engine
 
     def run() -> int:
@@ -333,7 +334,17 @@ def catchup(store: evercore.EventStore, config: BenchConfig, tick: Tick) -> Meas
             tick(len(page))
         return read
 
-    return _timed(run)
+    measured = _timed(run)
+    # Only a count is exact: the highest id also counts ids of rolled-back writes.
+    stored = engine.get_counts(None).events if isinstance(engine, SupportsStats) else 0
+    if measured.events < stored:
+        # A read that stops short would make the figure meaningless; say so instead.
+        raise EvercoreError(
+            f"catchup: the log holds {stored:,} events but a subscription read delivered "
+            f"only {measured.events:,} (is a reader held back, e.g. by a long-open "
+            "transaction on the server?)"
+        )
+    return measured
 
 
 def concurrent(store: evercore.EventStore, config: BenchConfig, tick: Tick) -> Measurement:
