@@ -25,7 +25,11 @@ before reading again, in short slices so that a stop request (or a lost lease) i
 seen within about :data:`IDLE_SLICE` seconds. An engine that can push
 (``evercore.spi.SupportsEventWait``) is asked to wait instead of sleeping, and a
 wake-up ends the wait early: plugin authors implement ``wait_for_events`` to make
-subscriptions on their backend low-latency.
+subscriptions on their backend low-latency. ``wait_for_events(cursor, timeout)``
+may return early whenever *any* event past the cursor may exist (the runner passes
+its cursor; it does not know the ids of events its filter skips); wake-ups that
+lead to empty reads are absorbed by a back-off, so a filtered runner does not spin
+while unrelated events stream in.
 
 Errors from the engine (a lost connection, say) propagate and stop the runner,
 with the lease released when possible; run runners under a supervisor that
@@ -70,6 +74,9 @@ Handler = Callable[[list[SerializedEvent]], object]
 IDLE_SLICE = 0.1
 """Longest single wait (seconds) of an idle runner, which bounds how late it sees a
 stop request or a lost lease."""
+
+# The first floor between idle reads after a wake-up that found nothing (seconds).
+_FIRST_BACKOFF = 0.01
 
 # How long closing a runner waits for a lease renewal in flight.
 _RENEWAL_JOIN_TIMEOUT = 1.0
@@ -401,58 +408,82 @@ def _claim_refused(engine: StorageEngine, name: str) -> Exception:
 # -- waiting while idle ------------------------------------------------------------
 
 
-def _idle_slices(poll_interval: float) -> Iterator[float]:
-    """Slices (seconds) that add up to one poll interval, measured as they are used."""
-    deadline = time.monotonic() + poll_interval
-    while (remaining := deadline - time.monotonic()) > 0:
-        yield min(IDLE_SLICE, remaining)
+class _Pacer:
+    """Spaces the reads of an idle runner.
+
+    A push-capable engine wakes the runner when *some* event may exist past the
+    cursor, but with a filter the new event may not match, and an engine still
+    settling a hole in the ids may wake it before the event is readable. So a
+    wake-up that led to an empty read doubles a floor (from :data:`_FIRST_BACKOFF`
+    up to the poll interval) under which the next idle period may not end; any
+    delivered batch resets it. Idle reads thus stay at most about two per poll
+    interval, while a matching event is still seen within milliseconds.
+    """
+
+    def __init__(self, poll_interval: float) -> None:
+        self.poll_interval = poll_interval
+        self.floor = 0.0
+        self._woken = False
+
+    def read(self, delivered: bool) -> None:
+        """Record the outcome of a read."""
+        if delivered:
+            self.floor = 0.0
+        elif self._woken:
+            self.floor = min(self.poll_interval, max(2 * self.floor, _FIRST_BACKOFF))
+        self._woken = False
+
+    def woken(self, idle_since: float) -> float:
+        """Record a wake-up; return how much longer to wait before reading."""
+        self._woken = True
+        return max(0.0, self.floor - (time.monotonic() - idle_since))
+
+    def slices(self) -> Iterator[float]:
+        """Slices (seconds) that add up to one poll interval, measured as they are used."""
+        deadline = time.monotonic() + self.poll_interval
+        while (remaining := deadline - time.monotonic()) > 0:
+            yield min(IDLE_SLICE, remaining)
 
 
-def _wait_after(engine: StorageEngine, reader: _Reader) -> int:
-    """The id to wait past: with a filter the log may hold newer, non-matching events,
-    and waiting past the cursor would then return at once, every slice."""
-    return max(reader.cursor, engine.get_max_event_id(None))
+def _waiter(engine: StorageEngine) -> SupportsEventWait | None:
+    return engine if isinstance(engine, SupportsEventWait) else None
 
 
-def _idle(
-    engine: StorageEngine, reader: _Reader, poll_interval: float, stop: threading.Event
-) -> None:
+def _idle(engine: StorageEngine, reader: _Reader, pacer: _Pacer, stop: threading.Event) -> None:
     """Wait up to one poll interval for new events, a stop request or a lost lease."""
-    waiter = engine if isinstance(engine, SupportsEventWait) else None
-    after = _wait_after(engine, reader) if waiter is not None else 0
-    for piece in _idle_slices(poll_interval):
+    waiter = _waiter(engine)
+    idle_since = time.monotonic()
+    for piece in pacer.slices():
         if stop.is_set() or reader.interrupted():
             return
         if waiter is None:
             stop.wait(piece)
             continue
         started = time.monotonic()
-        waiter.wait_for_events(after, piece)
+        waiter.wait_for_events(reader.cursor, piece)
         if time.monotonic() - started < piece * _WOKEN_FRACTION:
+            stop.wait(pacer.woken(idle_since))
             return
 
 
 async def _idle_async(
-    engine: StorageEngine,
-    reader: _Reader,
-    poll_interval: float,
-    worker: ThreadPoolExecutor,
+    engine: StorageEngine, reader: _Reader, pacer: _Pacer, worker: ThreadPoolExecutor
 ) -> None:
-    """The asyncio form of :func:`_idle`: engine calls run on the reader's ``worker``."""
+    """The asyncio form of :func:`_idle`: engine calls run on the reader's ``worker``;
+    cancellation is the stop request."""
     loop = asyncio.get_running_loop()
-    waiter = engine if isinstance(engine, SupportsEventWait) else None
-    after = 0
-    if waiter is not None:
-        after = await loop.run_in_executor(worker, _wait_after, engine, reader)
-    for piece in _idle_slices(poll_interval):
+    waiter = _waiter(engine)
+    idle_since = time.monotonic()
+    for piece in pacer.slices():
         if reader.interrupted():
             return
         if waiter is None:
             await asyncio.sleep(piece)
             continue
         started = time.monotonic()
-        await loop.run_in_executor(worker, waiter.wait_for_events, after, piece)
+        await loop.run_in_executor(worker, waiter.wait_for_events, reader.cursor, piece)
         if time.monotonic() - started < piece * _WOKEN_FRACTION:
+            await asyncio.sleep(pacer.woken(idle_since))
             return
 
 
@@ -467,14 +498,16 @@ def _drive(
     stop: threading.Event | None,
 ) -> None:
     stop = stop if stop is not None else threading.Event()
+    pacer = _Pacer(poll_interval)
     try:
         while not stop.is_set():
             batch = reader.poll()
+            pacer.read(bool(batch))
             if batch:
                 handler(batch)
                 reader.ack(batch)
             else:
-                _idle(engine, reader, poll_interval, stop)
+                _idle(engine, reader, pacer, stop)
     finally:
         reader.close()
 
@@ -581,12 +614,14 @@ async def subscribe(
         opened.append(reader)  # so that closing finds it even if we were cancelled
         return reader
 
+    pacer = _Pacer(opts.poll_interval)
     try:
         reader = await loop.run_in_executor(executor, open_reader)
         while True:
             batch = await loop.run_in_executor(executor, reader.poll)
+            pacer.read(bool(batch))
             if not batch:
-                await _idle_async(engine, reader, opts.poll_interval, executor)
+                await _idle_async(engine, reader, pacer, executor)
                 continue
             yield batch
             await loop.run_in_executor(executor, reader.ack, batch)

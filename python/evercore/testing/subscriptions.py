@@ -758,6 +758,43 @@ class SubscriptionConformance:
         if kind == "durable":
             assert engine.get_subscription_by_name(None, name).last_event_id == events[1].event_id
 
+    # -- waking and pacing ----------------------------------------------------------------
+
+    def test_an_engine_that_pushes_wakes_an_idle_runner(
+        self, engine: StorageEngine, kind: str
+    ) -> None:
+        if not isinstance(engine, SupportsEventWait):
+            pytest.skip("the engine does not implement the optional SupportsEventWait")
+        spy, spied = spy_on(engine)
+        runner = self.start_runner(spied, kind, options=self.options(poll_interval=30.0))
+        self.wait_until_reading(spy)
+        written = time.monotonic()
+        event = write_aggregate(engine, "Order", ["Placed"])
+        runner.wait_for(1)
+        assert time.monotonic() - written < 2.0, "the runner slept through the new event"
+        assert runner.finish() == event
+
+    def test_unrelated_traffic_does_not_make_an_idle_runner_spin(
+        self, engine: StorageEngine, kind: str
+    ) -> None:
+        poll = 0.1
+        spy, spied = spy_on(engine)
+        flt = SubscriptionFilter(event_types=("Rare",))
+        runner = self.start_runner(spied, kind, flt, options=self.options(poll_interval=poll))
+        self.wait_until_reading(spy)
+        reads_before = len(spy.results("get_events_for_subscription"))
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:  # a steady stream of non-matching events
+            write_aggregate(engine, "Order", ["Common"])
+            time.sleep(0.005)
+        reads = len(spy.results("get_events_for_subscription")) - reads_before
+        rare = write_aggregate(engine, "Order", ["Rare"])
+        runner.wait_for(1)
+        assert runner.finish() == rare
+        # About two reads per poll interval at most (plus the back-off ramp), not a
+        # read per write or a busy loop.
+        assert reads <= 2 * (1.0 / poll) + 15, reads
+
     # -- no gaps under concurrent writers ---------------------------------------------------
 
     def test_no_event_is_skipped_under_concurrent_delayed_commits(
