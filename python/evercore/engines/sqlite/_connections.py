@@ -52,6 +52,11 @@ def translate(exc: sqlite3.Error, config: SqliteConfig, doing: str) -> StorageEn
         message = f"{label} is not a SQLite database (while {doing})"
     elif "readonly database" in text:
         message = f"SQLite database {label} is read-only: cannot write while {doing}"
+    elif "no such table" in text:
+        message = (
+            f"SQLite database {label} has no evercore schema ({text}) while {doing}: "
+            "run engine.migrate() or `evercore migrate URI` first (evercore.connect does)"
+        )
     elif "unable to open database file" in text:
         message = f"cannot open SQLite database {label} while {doing}: {text}"
     else:
