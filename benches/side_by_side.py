@@ -182,7 +182,7 @@ def render_comparison(name: str, rows: Sequence[Row]) -> str:
             ratio = ours_eps / eps if ours_eps is not None and eps > 0 and not mine else None
             lines.append(
                 f"| {workload} | {row['implementation']} | {int(row['events']):,} | {eps:,.0f} | "
-                f"{'' if ratio is None else f'{ratio:.2f}x'} | "
+                f"{'' if ratio is None else bench.format_ratio(ratio)} | "
                 f"{'' if mine else _goal_verdict(row.get('goal'), ratio)} |"
             )
     return "\n".join(lines)

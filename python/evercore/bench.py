@@ -578,10 +578,15 @@ def _comparison(report: BenchReport) -> tuple[list[str], list[list[str]]]:
             cell = f"{result.events_per_second:,.0f}"
             ratio = report.ratio(result)
             if target.label != first and ratio is not None:
-                cell += f" ({ratio:.2f}x)"
+                cell += f" ({format_ratio(ratio)})"
             row.append(cell)
         rows.append(row)
     return headers, rows
+
+
+def format_ratio(ratio: float) -> str:
+    """``1.23x``; two significant figures below 0.1 so that small ratios stay readable."""
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
 
 
 def render_text(report: BenchReport) -> str:
@@ -697,6 +702,7 @@ __all__ = [
     "concurrent",
     "default_targets",
     "environment",
+    "format_ratio",
     "format_table",
     "ingest_batch",
     "ingest_single",
