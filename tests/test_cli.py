@@ -140,6 +140,9 @@ def test_describe_error_hides_passwords_and_names_foreign_errors() -> None:
         "(password *** rejected)"
     )
     assert "\n" not in text
+    encoded = "postgresql://app:p%40ss%3Aword@db/prod"
+    decoded = cli.describe_error(OSError("auth failed for p@ss:word"), [encoded])
+    assert decoded == "OSError: auth failed for ***"
 
 
 def test_a_failing_store_never_shows_the_uri_password(

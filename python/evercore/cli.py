@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from evercore.errors import ConfigurationError, StorageEngineError
+from evercore.errors import ConfigurationError, EvercoreError, StorageEngineError
 from evercore.registry import InstalledBackend, get_registry, open_engine, redact_uri
 from evercore.spi import StorageEngine, SupportsMigrations, SupportsStats
 
@@ -96,8 +96,6 @@ def describe_error(exc: BaseException, uris: Sequence[str] = ()) -> str:
     evercore's own errors speak for themselves; foreign ones (a driver's, the OS's)
     are prefixed with their class name so the reader knows where they came from.
     """
-    from evercore.errors import EvercoreError
-
     text = " ".join(str(exc).split()) or "(no message)"
     if not isinstance(exc, EvercoreError):
         text = f"{type(exc).__name__}: {text}"
@@ -111,7 +109,9 @@ def _hide_passwords(text: str, uris: Sequence[str]) -> str:
         text = text.replace(uri, redact_uri(uri))
         password = _password(uri)
         if password:
-            text = text.replace(password, "***")
+            # a driver may quote it as given or percent-decoded
+            for form in {password, unquote(password)}:
+                text = text.replace(form, "***")
     return text
 
 
@@ -130,10 +130,6 @@ def _uris_in(args: argparse.Namespace) -> list[str]:
 # -- the parser ------------------------------------------------------------------------
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the hand-wrapped descriptions and epilogs as written."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``evercore`` argument parser with every subcommand."""
     # --debug is accepted before or after the subcommand. The subcommands' copy defaults
@@ -150,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="evercore: an event store with pluggable backends. "
         "Inspect, migrate, follow and benchmark stores.",
         epilog=_EXIT_CODES_HELP + "\nRun 'evercore COMMAND --help' for a command's options.",
-        formatter_class=_Formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback when a command fails"
@@ -173,7 +169,7 @@ def _subparser(
         help=summary,
         description=description,
         epilog=_EXIT_CODES_HELP,
-        formatter_class=_Formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
     return sub
