@@ -5,7 +5,12 @@ Subclass :class:`StorageEngineConformance` (and the subscription suite) in a
 Needs pytest.
 """
 
-from evercore.testing.engine import StorageEngineConformance
-from evercore.testing.subscriptions import SubscriptionConformance
+import pytest
+
+# Rewrite the suites' asserts so a failing check shows its values, as in a test file.
+pytest.register_assert_rewrite("evercore.testing")
+
+from evercore.testing.engine import StorageEngineConformance  # noqa: E402
+from evercore.testing.subscriptions import SubscriptionConformance  # noqa: E402
 
 __all__ = ["StorageEngineConformance", "SubscriptionConformance"]
