@@ -8,7 +8,9 @@ Needs pytest.
 import pytest
 
 # Rewrite the suites' asserts so a failing check shows its values, as in a test file.
-pytest.register_assert_rewrite("evercore.testing")
+pytest.register_assert_rewrite(
+    "evercore.testing.engine", "evercore.testing.reliability", "evercore.testing.subscriptions"
+)
 
 from evercore.testing.engine import StorageEngineConformance  # noqa: E402
 from evercore.testing.subscriptions import SubscriptionConformance  # noqa: E402
