@@ -1,82 +1,96 @@
 """How events, snapshots and subscriptions are laid out in Redis, and back.
 
-Times are stored as integer microseconds since the Unix epoch (exact, unlike a
-float timestamp). A stream entry of the global log has the fields
-``a`` (aggregate id), ``at`` (aggregate type id), ``t`` (event type id),
-``s`` (sequence), ``ts`` (time), ``r`` (reference), ``d`` (state), always in that
-order, and its entry id is ``<global event id>-0``. An aggregate's own event is a
-sorted-set member scored by sequence: ``gid:seq:type:time:reflen:`` followed by the
-reference and the state (``reflen`` counts characters, so the split is exact).
+An event is stored as a *record*: ``seq:type:reflen:`` then its time as a
+32-character UTC ISO-8601 string (``2026-01-02T03:04:05.123456+00:00``, so that
+times compare as strings and need no delimiter), then the reference, then the
+state (``reflen`` counts characters, so the split is exact whatever the text
+holds). An aggregate's sorted set (scored by sequence) holds ``gid:`` + record; an
+entry of the global log stream has the id ``<gid>-0`` and one field ``e`` holding
+``aggregate id:aggregate type id:`` + record. Few, large strings keep both the
+Lua filters and the client's parsing cheap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from evercore.values import SerializedEvent, Snapshot, StorageEngineEvent, Subscription
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
+TIME_LENGTH = 32
+"""Characters of a stored time: ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``."""
+
+_UTC = timezone.utc
+_new_event: Callable[..., SerializedEvent] = tuple.__new__  # skips NamedTuple's __new__
+_from_iso = datetime.fromisoformat
+_second_prefixes: dict[int, str] = {}
 
 
-def to_micros(moment: datetime) -> int:
-    """Microseconds since the epoch; a naive datetime is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return (moment - EPOCH) // _MICROSECOND
+def to_iso(moment: datetime) -> str:
+    """``moment`` in UTC as a fixed-length ISO-8601 string; a naive datetime is UTC.
+
+    ``datetime.isoformat`` is slow, so the text of each whole second is cached.
+    """
+    if moment.tzinfo is not None and moment.tzinfo is not _UTC:
+        moment = moment.astimezone(_UTC)
+    second = (moment.toordinal() * 86400 + moment.hour * 3600 + moment.minute * 60
+              + moment.second)
+    prefix = _second_prefixes.get(second)
+    if prefix is None:
+        if len(_second_prefixes) > 4096:
+            _second_prefixes.clear()
+        prefix = moment.replace(microsecond=0, tzinfo=None).isoformat()
+        _second_prefixes[second] = prefix
+    return f"{prefix}.{moment.microsecond:06d}+00:00"
 
 
-def from_micros(micros: str | int) -> datetime:
-    """The UTC datetime ``micros`` microseconds after the epoch."""
-    return EPOCH + timedelta(microseconds=int(micros))
+def from_iso(text: str) -> datetime:
+    """A stored time as an aware UTC datetime."""
+    return _from_iso(text)
 
 
-def event_args(event: StorageEngineEvent) -> tuple[int, int, int, int, int, str, str]:
-    """The seven ``commit.lua`` arguments of one event."""
-    return (
-        event.aggregate_id,
-        event.sequence,
-        event.event_type_id,
-        to_micros(event.event_time),
-        len(event.reference),
-        event.reference,
-        event.state,
-    )
+def record(event: StorageEngineEvent) -> str:
+    """The stored record of an event (see the module docstring)."""
+    reference = event.reference
+    return (f"{event.sequence}:{event.event_type_id}:{len(reference)}:"
+            f"{to_iso(event.event_time)}{reference}{event.state}")
 
 
-def decode_member(member: str, aggregate_id: int, type_names: Mapping[str, str]) -> SerializedEvent:
-    """An aggregate's stored event (a sorted-set member) as a ``SerializedEvent``."""
-    gid, seq, type_id, micros, ref_len, rest = member.split(":", 5)
-    cut = int(ref_len)
-    return SerializedEvent(
-        int(gid), aggregate_id, type_names[type_id], rest[cut:], int(seq), rest[:cut],
-        EPOCH + timedelta(microseconds=int(micros)),
-    )
+def decode_members(
+    members: Sequence[str], aggregate_id: int, type_names: Mapping[str, str]
+) -> list[SerializedEvent]:
+    """An aggregate's stored events (sorted-set members); ``KeyError`` names an
+    event type id missing from ``type_names``."""
+    events: list[SerializedEvent] = []
+    append = events.append
+    for member in members:
+        gid, seq, type_id, ref_len, tail = member.split(":", 4)
+        cut = int(ref_len)
+        body = tail[TIME_LENGTH:]
+        append(_new_event(SerializedEvent, (
+            int(gid), aggregate_id, type_names[type_id], body[cut:] if cut else body,
+            int(seq), body[:cut], _from_iso(tail[:TIME_LENGTH]),
+        )))
+    return events
 
 
 def decode_entries(
     entries: Sequence[Any], type_names: Mapping[str, str]
 ) -> list[SerializedEvent]:
-    """Raw stream entries ``[id, [field, value, ...]]`` as ``SerializedEvent``\\ s."""
-    return [
-        SerializedEvent(
-            int(entry_id[:-2]), int(f[1]), type_names[f[5]], f[13], int(f[7]), f[11],
-            EPOCH + timedelta(microseconds=int(f[9])),
-        )
-        for entry_id, f in entries
-    ]
-
-
-def entry_type_ids(entries: Sequence[Any]) -> set[str]:
-    """The event type ids (as stored strings) that raw stream entries mention."""
-    return {f[5] for _, f in entries}
-
-
-def member_type_ids(members: Sequence[str]) -> set[str]:
-    """The event type ids (as stored strings) that sorted-set members mention."""
-    return {m.split(":", 3)[2] for m in members}
+    """Raw stream entries ``[id, ["e", value]]``; ``KeyError`` names an event type
+    id missing from ``type_names``."""
+    events: list[SerializedEvent] = []
+    append = events.append
+    for entry_id, fields in entries:
+        aggregate_id, _, seq, type_id, ref_len, tail = fields[1].split(":", 5)
+        cut = int(ref_len)
+        body = tail[TIME_LENGTH:]
+        append(_new_event(SerializedEvent, (
+            int(entry_id[:-2]), int(aggregate_id), type_names[type_id],
+            body[cut:] if cut else body, int(seq), body[:cut], _from_iso(tail[:TIME_LENGTH]),
+        )))
+    return events
 
 
 def decode_snapshot(aggregate_id: int, stored: str) -> Snapshot:
@@ -100,7 +114,7 @@ def decode_subscription(fields: Mapping[str, str], subscription_id: int,
 
     def maybe_time(name: str) -> datetime | None:
         value = fields.get(name)
-        return None if value is None else from_micros(value)
+        return None if value is None else from_iso(value)
 
     return Subscription(
         id=subscription_id,
@@ -115,5 +129,13 @@ def decode_subscription(fields: Mapping[str, str], subscription_id: int,
         last_event_id=int(fields.get("last_event_id", "0")),
         active=fields.get("active") == "1",
         lease_owner=fields.get("lease_owner"),
-        lease_expires_at=maybe_time("lease_expires_at"),
+        lease_expires_at=_lease_time(fields.get("lease_expires_at")),
     )
+
+
+def _lease_time(micros: str | None) -> datetime | None:
+    # Leases are judged in Lua with the server's TIME, so they are kept in microseconds.
+    if micros is None:
+        return None
+    seconds, fraction = divmod(int(micros), 1_000_000)
+    return datetime.fromtimestamp(seconds, _UTC).replace(microsecond=fraction)

@@ -9,7 +9,7 @@ key                    type    holds
 ``meta``               hash    ``layout``: the layout version (:data:`LAYOUT_VERSION`)
 ``ctr``                hash    id counters: ``agg``, ``event``, ``atype``, ``etype``, ``sub``
 ``atype`` / ``etype``  hash    type name -> id (``...:id``: id -> name)
-``agg``                hash    aggregate id -> aggregate type id
+``agg``                hash    aggregate id -> ``<type id>:<highest stored sequence>``
 ``akey``               hash    aggregate id -> natural key
 ``key``                hash    natural key -> ``<aggregate id>:<aggregate type id>``
 ``ev:<aggregate id>``  zset    the aggregate's events, scored by sequence
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -102,7 +102,7 @@ class _Upsert(NamedTuple):
             self.id, name, _codec.optional(self.aggregate_type_id),
             _codec.optional(self.event_type_id), _codec.optional(self.aggregate_key),
             self.start_from, self.start_event_id,
-            "" if self.start_timestamp is None else _codec.to_micros(self.start_timestamp),
+            "" if self.start_timestamp is None else _codec.to_iso(self.start_timestamp),
             self.cursor,
         )
 
@@ -384,18 +384,24 @@ class RedisStorageEngine:
         """Every registered event type (this transaction's own included), by id."""
         return self._types(tx, "etype")
 
-    def _type_names(self, wanted: set[str]) -> dict[str, str]:
-        """Event type id -> name for decoding, refreshed when an id is unknown."""
-        names = self._event_type_names
-        if not wanted.issubset(names):
-            with self._guard("read event types"):
-                fresh = self._client.hgetall(self._base + "etype:id")
-            with self._names_lock:
-                names = self._event_type_names = {**names, **fresh}
-            missing = wanted.difference(names)
-            if missing:
-                raise StorageEngineError(f"stored events name unknown event type ids {missing}")
-        return names
+    def _refresh_type_names(self) -> None:
+        with self._guard("read event types"):
+            fresh = self._client.hgetall(self._base + "etype:id")
+        with self._names_lock:
+            self._event_type_names = {**self._event_type_names, **fresh}
+
+    def _decode(self, decode: Callable[[Mapping[str, str]], list[SerializedEvent]]
+                ) -> list[SerializedEvent]:
+        """Run ``decode(event type names)``, reloading the names once if one is unknown
+        (a type another process registered since this engine last looked)."""
+        try:
+            return decode(self._event_type_names)
+        except KeyError:
+            self._refresh_type_names()
+        try:
+            return decode(self._event_type_names)
+        except KeyError as exc:
+            raise StorageEngineError(f"a stored event names unknown event type id {exc}") from None
 
     # -- aggregates -------------------------------------------------------------
     def _aggregate(self, buffer: RedisTransaction | None, aggregate_id: int
@@ -407,9 +413,10 @@ class RedisStorageEngine:
             pipe = self._client.pipeline(transaction=False)
             pipe.hget(self._base + "agg", str(aggregate_id))
             pipe.hget(self._base + "akey", str(aggregate_id))
-            type_id, key = pipe.execute()
-        if type_id is None:
+            stored, key = pipe.execute()
+        if stored is None:
             return None
+        type_id = stored.partition(":")[0]  # "<type id>:<highest sequence>"
         if buffer is not None and aggregate_id in buffer.key_changes:
             key = buffer.key_changes[aggregate_id]
         return int(type_id), key
@@ -545,8 +552,9 @@ class RedisStorageEngine:
             members = self._client.zrangebyscore(
                 f"{self._base}ev:{aggregate_id}", f"({after_sequence}", "+inf"
             )
-        names = self._type_names(_codec.member_type_ids(members)) if members else {}
-        events = [_codec.decode_member(m, aggregate_id, names) for m in members]
+        events = self._decode(
+            lambda names: _codec.decode_members(members, aggregate_id, names)
+        ) if members else []
         if buffer is None:
             return events
         seen = max(after_sequence, events[-1].sequence if events else 0)
@@ -566,10 +574,13 @@ class RedisStorageEngine:
         self, buffer: RedisTransaction, pending: Sequence[StorageEngineEvent]
     ) -> list[SerializedEvent]:
         own = {str(i): n for (kind, n), i in buffer.new_types.items() if kind == "etype"}
-        names = {**self._type_names({str(e.event_type_id) for e in pending} - own.keys()), **own}
+        wanted = {str(e.event_type_id) for e in pending}
+        if not wanted.issubset(own.keys() | self._event_type_names.keys()):
+            self._refresh_type_names()
+        names = {**self._event_type_names, **own}
         return [
             SerializedEvent(0, e.aggregate_id, names[str(e.event_type_id)], e.state, e.sequence,
-                            e.reference, _codec.from_micros(_codec.to_micros(e.event_time)))
+                            e.reference, _codec.from_iso(_codec.to_iso(e.event_time)))
             for e in pending
         ]
 
@@ -640,9 +651,9 @@ class RedisStorageEngine:
             args += (aggregate_id, key)
         for name, upsert in buffer.subscription_upserts.items():
             args += upsert.args(name)
-        extend, event_args = args.extend, _codec.event_args
+        extend, record = args.extend, _codec.record
         for event in buffer.events:
-            extend(event_args(event))
+            extend((event.aggregate_id, event.sequence, event.event_type_id, record(event)))
         for snapshot in buffer.snapshots.values():
             args += (snapshot.aggregate_id, snapshot.sequence, snapshot.state)
         for subscription_id, event_type_id in buffer.subscription_filters:
@@ -712,9 +723,11 @@ class RedisStorageEngine:
         return self._first_event_from(ts, self.get_max_event_id(None))
 
     def _first_event_from(self, ts: datetime, up_to: int) -> int:
-        micros, after = _codec.to_micros(ts), 0
+        stored_ts, after = _codec.to_iso(ts), 0
         while after < up_to:
-            found, after, done = self._eval("first_from_time", micros, after, up_to, SCAN_BUDGET)
+            found, after, done = self._eval(
+                "first_from_time", stored_ts, after, up_to, SCAN_BUDGET
+            )
             after = int(after)
             if int(found):
                 return int(found)
@@ -894,7 +907,7 @@ class RedisStorageEngine:
             entries = self._read_filtered(subscription, type_ids, limit)
         if not entries:
             return []
-        return _codec.decode_entries(entries, self._type_names(_codec.entry_type_ids(entries)))
+        return self._decode(lambda names: _codec.decode_entries(entries, names))
 
     def _read_filtered(self, subscription: Subscription, type_ids: Sequence[int],
                        limit: int) -> list[Any]:

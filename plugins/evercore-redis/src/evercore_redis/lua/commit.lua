@@ -9,8 +9,8 @@
 --                   id, event type id, aggregate key (these three "" = None), start
 --                   from, start event id, start time (us, "" = None), initial cursor
 --                   ("" = the last event id at this point, before this context's events)
---   event:          aggregate id, sequence, event type id, time (us), reference
---                   length (in characters, for the client's parser), reference, state
+--   event:          aggregate id, sequence, event type id, record (see _codec.py:
+--                   "seq:type:reflen:" + time + reference + state)
 --   snapshot:       aggregate id, sequence, state
 --   filter type:    subscription id, event type id (multi-type filter, idempotent)
 --   switch:         subscription id, "1" (active) or "0"
@@ -39,16 +39,22 @@ local function canon(kind, id)
   return c
 end
 
+-- The "agg" hash holds "<type id>:<highest stored sequence>" per aggregate, so an
+-- append above that sequence needs no per-event duplicate lookup.
 local agg_type = {}   -- aggregate id -> type id, for every aggregate this context touches
+local agg_top = {}    -- aggregate id -> highest stored sequence (0 for a new aggregate)
+local new_top = {}    -- aggregate id -> highest sequence once this context is written
 local released = {}   -- natural keys this context takes away from their aggregate
 local claimed = {}    -- natural keys this context gives to an aggregate
 
 local function stored_type(id)
   local t = agg_type[id]
   if t == nil then
-    t = redis.call('HGET', K_AGG, id)
-    if not t then return nil end
-    agg_type[id] = t
+    local stored = redis.call('HGET', K_AGG, id)
+    if not stored then return nil end
+    local top
+    t, top = string.match(stored, '^(%d+):(%d+)$')
+    agg_type[id], agg_top[id] = t, tonumber(top)
   end
   return t
 end
@@ -81,7 +87,7 @@ local first_new = i
 for _ = 1, n_new do
   local id = ARGV[i]
   if redis.call('HEXISTS', K_AGG, id) == 1 then return {'exists', id} end
-  agg_type[id] = canon('atype', ARGV[i + 1])
+  agg_type[id], agg_top[id] = canon('atype', ARGV[i + 1]), -1  -- -1: not stored yet
   i = i + 3
 end
 for _ = 1, n_keys do
@@ -121,8 +127,12 @@ end
 for _ = 1, n_events do
   local id, seq = ARGV[i], ARGV[i + 1]
   if stored_type(id) == nil then return {'noagg', id} end
-  if redis.call('ZCOUNT', B .. 'ev:' .. id, seq, seq) > 0 then return {'conflict', id, seq} end
-  i = i + 7
+  local n = tonumber(seq)
+  if n <= agg_top[id] and redis.call('ZCOUNT', B .. 'ev:' .. id, seq, seq) > 0 then
+    return {'conflict', id, seq}
+  end
+  new_top[id] = math.max(new_top[id] or agg_top[id], n)
+  i = i + 4
 end
 i = i + 3 * n_snaps
 for _ = 1, n_filters + n_switches do
@@ -147,7 +157,6 @@ for _ = 1, n_types do
 end
 for _ = 1, n_new do
   local id, key = ARGV[i], ARGV[i + 2]
-  redis.call('HSET', K_AGG, id, agg_type[id])
   if key ~= '' then
     redis.call('HSET', K_AKEY, id, key)
     redis.call('HSET', K_KEY, key, id .. ':' .. agg_type[id])
@@ -193,13 +202,20 @@ if n_events > 0 then
   for _ = 1, n_events do
     gid = gid + 1
     local g = string.format('%d', gid)
-    local id, seq, t, ts = ARGV[i], ARGV[i + 1], canon('etype', ARGV[i + 2]), ARGV[i + 3]
-    local ref, state = ARGV[i + 5], ARGV[i + 6]
-    redis.call('XADD', log, g .. '-0', 'a', id, 'at', agg_type[id], 't', t, 's', seq,
-      'ts', ts, 'r', ref, 'd', state)
-    redis.call('ZADD', B .. 'ev:' .. id, seq,
-      g .. ':' .. seq .. ':' .. t .. ':' .. ts .. ':' .. ARGV[i + 4] .. ':' .. ref .. state)
-    i = i + 7
+    local id, seq, t, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local stored_t = canon('etype', t)
+    if stored_t ~= t then  -- the record starts "seq:type:": put the stored type id in
+      rec = seq .. ':' .. stored_t .. string.sub(rec, #seq + #t + 2)
+    end
+    redis.call('XADD', log, g .. '-0', 'e', id .. ':' .. agg_type[id] .. ':' .. rec)
+    redis.call('ZADD', B .. 'ev:' .. id, seq, g .. ':' .. rec)
+    i = i + 4
+  end
+end
+for id, top in pairs(agg_top) do
+  local highest = math.max(new_top[id] or top, 0)
+  if highest ~= top then
+    redis.call('HSET', K_AGG, id, agg_type[id] .. ':' .. string.format('%d', highest))
   end
 end
 local K_SNAP = B .. 'snap'

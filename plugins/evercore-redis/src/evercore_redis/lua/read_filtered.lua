@@ -32,11 +32,12 @@ while true do
   local entries = redis.call('XRANGE', B .. 'log', string.format('%d', last + 1) .. '-0', '+',
     'COUNT', chunk)
   for _, e in ipairs(entries) do
-    local f = e[2]
     last = tonumber(string.match(e[1], '^(%d+)'))
     scanned = scanned + 1
-    if (want_agg == nil or f[2] == want_agg) and (want_atype == '' or f[4] == want_atype)
-        and (types == nil or types[f[6]]) then
+    -- The entry's field is "aggregate id:aggregate type id:seq:type:..." (see _codec.py).
+    local a, at, t = string.match(e[2][2], '^(%d+):(%d+):%d+:(%d+):')
+    if (want_agg == nil or a == want_agg) and (want_atype == '' or at == want_atype)
+        and (types == nil or types[t]) then
       found = found + 1
       out[found + 2] = e
       if found >= limit then

@@ -1,0 +1,337 @@
+"""The Redis engine against raw redis-py on the same payloads, in one run.
+
+Run: ``.venv/bin/pytest benches/bench_redis.py`` (about two minutes; needs the local
+Redis on 127.0.0.1:6379). Every store lives under its own ``evercore_t_<uuid>``
+prefix and is deleted afterwards.
+
+Workload: 100,000 events with ~150-byte JSON payloads over 1,000 aggregates
+(aggregates take turns, 100 events each).
+
+* ingest, contexts of 1,000 events (100 contexts) and of 1 event (the first
+  ``SINGLE_EVENTS`` events, one round trip each): the engine through a transaction
+  (``write_state`` + ``commit``) and autocommit (``write_state(None, ...)``), against
+  raw pipelined ``XADD`` and a raw Lua append that checks each aggregate's version
+  before writing (the minimum an event store must do). Goal: >= 0.6x of raw Lua.
+* rehydrate: every aggregate's events read back (1,000 reads), against raw
+  ``ZRANGEBYSCORE`` of the same sorted sets without decoding.
+* catch-up read: the whole log in pages of 1,000 (unfiltered, and filtered to one
+  event type of four, server-side), against raw ``XRANGE`` paging of a raw stream
+  holding the same events. Goal: >= 0.7x of raw ``XRANGE``.
+
+The ratios (raw median / engine median, so higher is better for the engine) are
+printed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import redis
+from evercore.values import StorageEngineEvent, Subscription
+from evercore_redis.engine import RedisStorageEngine, open_redis_engine
+from evercore_redis.testing import fresh_prefix
+
+from tests.services import REDIS_HOST, REDIS_PORT, ensure_redis
+
+EVENTS = 100_000
+AGGREGATES = 1_000
+CONTEXT = 1_000
+SINGLE_EVENTS = 20_000
+EVENT_TYPES = ("Deposited", "Withdrawn", "Renamed", "Closed")
+URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+RAW_APPEND = """
+-- KEYS: versions hash, stream. ARGV: per event aggregate, sequence, type, time, payload.
+local ver = {}
+for b = 1, #ARGV, 5 do
+  local a = ARGV[b]
+  local v = ver[a]
+  if v == nil then v = tonumber(redis.call('HGET', KEYS[1], a) or '0') end
+  if tonumber(ARGV[b + 1]) ~= v + 1 then return {'conflict', a} end
+  ver[a] = v + 1
+end
+for b = 1, #ARGV, 5 do
+  redis.call('XADD', KEYS[2], '*', 'a', ARGV[b], 's', ARGV[b + 1], 't', ARGV[b + 2],
+    'ts', ARGV[b + 3], 'd', ARGV[b + 4])
+end
+for a, v in pairs(ver) do redis.call('HSET', KEYS[1], a, v) end
+return {'ok'}
+"""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The events, as (aggregate number 0..999, sequence, type index, time, payload)."""
+
+    rows: list[tuple[int, int, int, datetime, str]]
+
+
+def build_workload() -> Workload:
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows = []
+    for i in range(EVENTS):
+        moment = start + timedelta(microseconds=37 * i)
+        payload = json.dumps({
+            "account": f"account-{i % AGGREGATES:05d}", "amount": i * 0.25, "currency": "EUR",
+            "note": "salary for November", "at": moment.isoformat(), "tags": ["payroll"],
+        }, separators=(",", ":"))
+        rows.append((i % AGGREGATES, 1 + i // AGGREGATES, i % 7 % 4, moment, payload))
+    return Workload(rows)
+
+
+@pytest.fixture(scope="module")
+def workload() -> Workload:
+    ensure_redis()
+    return build_workload()
+
+
+class EngineStore:
+    """A fresh engine store with the workload's aggregates and event types registered."""
+
+    def __init__(self) -> None:
+        self.engine: RedisStorageEngine = open_redis_engine(URL, prefix=fresh_prefix())
+        self.engine.migrate()
+        tx = self.engine.get_transaction_info()
+        account = self.engine.get_aggregate_type_id(tx, "Account")
+        self.aggregate_ids = [self.engine.new_aggregate(tx, account) for _ in range(AGGREGATES)]
+        self.type_ids = [self.engine.get_event_type_id(tx, n) for n in EVENT_TYPES]
+        tx.commit()
+
+    def events(self, workload: Workload, start: int, stop: int) -> list[StorageEngineEvent]:
+        ids, types = self.aggregate_ids, self.type_ids
+        return [
+            StorageEngineEvent(ids[a], seq, types[t], payload, moment, "")
+            for a, seq, t, moment, payload in workload.rows[start:stop]
+        ]
+
+    def drop(self) -> None:
+        self.engine.drop_store()
+        self.engine.close()
+
+
+class RawStore:
+    """Raw redis-py on its own prefix: a versions hash, a stream, and the append script."""
+
+    def __init__(self) -> None:
+        self.client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=True)
+        self.prefix = "{" + fresh_prefix() + "}:"
+        self.keys = [self.prefix + "versions", self.prefix + "log"]
+        self.append = self.client.register_script(RAW_APPEND)
+
+    def append_args(self, workload: Workload, start: int, stop: int) -> list[int | str]:
+        args: list[int | str] = []
+        for a, seq, t, moment, payload in workload.rows[start:stop]:
+            args += (a, seq, t, int(moment.timestamp() * 1e6), payload)
+        return args
+
+    def xadd(self, workload: Workload, start: int, stop: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for a, seq, t, moment, payload in workload.rows[start:stop]:
+            pipe.xadd(self.keys[1], {"a": a, "s": seq, "t": t,
+                                     "ts": int(moment.timestamp() * 1e6), "d": payload})
+        pipe.execute()
+
+    def drop(self) -> None:
+        for key in self.client.scan_iter(match=self.prefix + "*"):
+            self.client.unlink(key)
+        self.client.close()
+
+
+_medians: dict[tuple[str, str], float] = {}
+
+
+def _timed(benchmark: Any, group: str, row: str, run: Callable[[Any], Any],
+           make: Callable[[], Any], rounds: int) -> None:
+    """Benchmark ``run(store)`` on a fresh store per round; drop every store."""
+    stores: list[Any] = []
+
+    def setup() -> tuple[tuple[Any], dict[str, Any]]:
+        store = make()
+        stores.append(store)
+        return (store,), {}
+
+    benchmark.group = group
+    try:
+        benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1)
+    finally:
+        for store in stores:
+            store.drop()
+    _medians[(group, row)] = benchmark.stats.stats.median
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+
+def _ingest_tx(workload: Workload, size: int, count: int) -> Callable[[EngineStore], None]:
+    def run(store: EngineStore) -> None:
+        engine = store.engine
+        for start in range(0, count, size):
+            tx = engine.get_transaction_info()
+            engine.write_state(tx, store.events(workload, start, start + size), [])
+            tx.commit()
+    return run
+
+
+def _ingest_autocommit(workload: Workload, size: int,
+                       count: int) -> Callable[[EngineStore], None]:
+    def run(store: EngineStore) -> None:
+        for start in range(0, count, size):
+            store.engine.write_state(None, store.events(workload, start, start + size), [])
+    return run
+
+
+def _ingest_raw_lua(workload: Workload, size: int, count: int) -> Callable[[RawStore], None]:
+    def run(store: RawStore) -> None:
+        for start in range(0, count, size):
+            outcome = store.append(keys=store.keys,
+                                   args=store.append_args(workload, start, start + size))
+            assert outcome == ["ok"]
+    return run
+
+
+def _ingest_raw_xadd(workload: Workload, size: int, count: int) -> Callable[[RawStore], None]:
+    def run(store: RawStore) -> None:
+        for start in range(0, count, size):
+            store.xadd(workload, start, start + size)
+    return run
+
+
+INGEST_ROWS: dict[str, tuple[Callable[..., Callable[[Any], None]], Callable[[], Any]]] = {
+    "engine tx": (_ingest_tx, EngineStore),
+    "engine autocommit": (_ingest_autocommit, EngineStore),
+    "raw Lua append": (_ingest_raw_lua, RawStore),
+    "raw XADD pipeline": (_ingest_raw_xadd, RawStore),
+}
+INGEST_SHAPES = {"contexts of 1000": (CONTEXT, EVENTS, 3), "contexts of 1": (1, SINGLE_EVENTS, 1)}
+
+
+@pytest.mark.parametrize("row", list(INGEST_ROWS))
+@pytest.mark.parametrize("shape", list(INGEST_SHAPES))
+def test_ingest(benchmark: Any, workload: Workload, shape: str, row: str) -> None:
+    size, count, rounds = INGEST_SHAPES[shape]
+    build, make = INGEST_ROWS[row]
+    _timed(benchmark, f"ingest, {shape}", row, build(workload, size, count), make, rounds)
+
+
+# -- reads -------------------------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    """An engine store and a raw stream holding the whole workload."""
+
+    engine: EngineStore
+    raw: RawStore
+
+
+@pytest.fixture(scope="module")
+def loaded(workload: Workload) -> Iterator[Loaded]:
+    engine, raw = EngineStore(), RawStore()
+    try:
+        _ingest_autocommit(workload, CONTEXT, EVENTS)(engine)
+        _ingest_raw_xadd(workload, CONTEXT, EVENTS)(raw)
+        yield Loaded(engine, raw)
+    finally:
+        engine.drop()
+        raw.drop()
+
+
+def _read(benchmark: Any, group: str, row: str, run: Callable[[], int], rounds: int) -> None:
+    benchmark.group = group
+    count = benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
+    _medians[(group, row)] = benchmark.stats.stats.median
+    assert count > 0
+
+
+def test_rehydrate_engine(benchmark: Any, loaded: Loaded) -> None:
+    engine = loaded.engine.engine
+
+    def run() -> int:
+        read = [engine.get_events_for_aggregate(None, a, 0) for a in loaded.engine.aggregate_ids]
+        assert all(len(events) == EVENTS // AGGREGATES for events in read)
+        return len(read)
+
+    _read(benchmark, "rehydrate 1000 aggregates", "engine", run, 3)
+
+
+def test_rehydrate_raw_zrange(benchmark: Any, loaded: Loaded) -> None:
+    client = loaded.raw.client
+    keys = [f"{{{loaded.engine.engine.prefix}}}:ev:{a}" for a in loaded.engine.aggregate_ids]
+
+    def run() -> int:
+        return sum(len(client.zrangebyscore(key, "(0", "+inf")) for key in keys)
+
+    _read(benchmark, "rehydrate 1000 aggregates", "raw ZRANGEBYSCORE", run, 3)
+
+
+def _catch_up(engine: RedisStorageEngine, **filters: Any) -> int:
+    cursor, total = 0, 0
+    while True:
+        page = engine.get_events_for_subscription(
+            None, Subscription(0, "bench", last_event_id=cursor, **filters), CONTEXT
+        )
+        if not page:
+            return total
+        total += len(page)
+        cursor = page[-1].event_id
+
+
+def test_catch_up_engine(benchmark: Any, loaded: Loaded) -> None:
+    engine = loaded.engine.engine
+    _read(benchmark, "catch-up read", "engine", lambda: _catch_up(engine), 5)
+
+
+def test_catch_up_engine_filtered(benchmark: Any, loaded: Loaded) -> None:
+    engine, deposited = loaded.engine.engine, loaded.engine.type_ids[0]
+    _read(benchmark, "catch-up read", "engine, one type of four",
+          lambda: _catch_up(engine, event_type_id=deposited), 5)
+
+
+def test_catch_up_raw_xrange(benchmark: Any, loaded: Loaded) -> None:
+    client, stream = loaded.raw.client, loaded.raw.keys[1]
+
+    def run() -> int:
+        start, total = "-", 0
+        while True:
+            page = client.xrange(stream, start, "+", count=CONTEXT)
+            if not page:
+                return total
+            total += len(page)
+            start = f"({page[-1][0]}"
+
+    _read(benchmark, "catch-up read", "raw XRANGE", run, 5)
+
+
+GOALS = (
+    ("ingest, contexts of 1000", "engine tx", "raw Lua append", 0.6),
+    ("ingest, contexts of 1000", "engine autocommit", "raw Lua append", 0.6),
+    ("ingest, contexts of 1", "engine tx", "raw Lua append", 0.6),
+    ("ingest, contexts of 1", "engine autocommit", "raw Lua append", 0.6),
+    ("ingest, contexts of 1000", "engine tx", "raw XADD pipeline", None),
+    ("ingest, contexts of 1", "engine autocommit", "raw XADD pipeline", None),
+    ("rehydrate 1000 aggregates", "engine", "raw ZRANGEBYSCORE", None),
+    ("catch-up read", "engine", "raw XRANGE", 0.7),
+    ("catch-up read", "engine, one type of four", "raw XRANGE", None),
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print engine-versus-raw ratios once every benchmark of the module has run."""
+    yield
+    writer = request.config.get_terminal_writer()
+    writer.line()
+    writer.line("Redis engine vs raw redis-py (raw median / engine median; higher is better):")
+    for group, row, baseline, goal in GOALS:
+        engine, raw = _medians.get((group, row)), _medians.get((group, baseline))
+        if engine and raw:
+            verdict = "" if goal is None else (
+                f"  (goal {goal}x: {'ok' if raw / engine >= goal else 'MISSED'})"
+            )
+            writer.line(f"  {group:27} {row:25} vs {baseline:18} {raw / engine:5.2f}x{verdict}")
+
