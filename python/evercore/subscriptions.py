@@ -97,6 +97,7 @@ class _TypeIds(NamedTuple):
 
     @property
     def wanted_event_types(self) -> set[int]:
+        """The event type ids this filter delivers (empty: every type)."""
         return _effective_event_types(self.event_type_id, self.event_type_ids)
 
 
@@ -147,8 +148,8 @@ class _Reader(Protocol):
         """The next batch after the cursor (empty when caught up)."""
         ...
 
-    def ack(self, batch: list[SerializedEvent]) -> None:
-        """Move the cursor past ``batch``: it has been handled."""
+    def ack(self, last_event_id: int) -> None:
+        """Move the cursor to ``last_event_id``: the batch up to it has been handled."""
         ...
 
     def interrupted(self) -> bool:
@@ -195,9 +196,9 @@ class _EphemeralReader:
         """The next batch after the cursor."""
         return self._engine.get_events_for_subscription(None, self._sub, self._limit)
 
-    def ack(self, batch: list[SerializedEvent]) -> None:
-        """Move the in-process cursor past ``batch``."""
-        self._sub = replace(self._sub, last_event_id=batch[-1].event_id)
+    def ack(self, last_event_id: int) -> None:
+        """Move the in-process cursor to ``last_event_id``."""
+        self._sub = replace(self._sub, last_event_id=last_event_id)
 
     def interrupted(self) -> bool:
         """Never: nothing outside this process can invalidate the cursor."""
@@ -311,12 +312,13 @@ class _DurableReader:
         self._sub = sub
         return self._engine.get_events_for_subscription(None, sub, self._limit)
 
-    def ack(self, batch: list[SerializedEvent]) -> None:
+    def ack(self, last_event_id: int) -> None:
         """Advance the stored cursor, fenced by owner (``SubscriptionLeaseLost`` if refused)."""
         self._keeper.check()
-        last = batch[-1].event_id
-        self._engine.advance_subscription_cursor(None, self._sub.id, last, owner=self._owner)
-        self._sub = replace(self._sub, last_event_id=last)
+        self._engine.advance_subscription_cursor(
+            None, self._sub.id, last_event_id, owner=self._owner
+        )
+        self._sub = replace(self._sub, last_event_id=last_event_id)
 
     def interrupted(self) -> bool:
         """True once the lease could not be renewed."""
@@ -504,8 +506,9 @@ def _drive(
             batch = reader.poll()
             pacer.read(bool(batch))
             if batch:
+                last = batch[-1].event_id  # before the handler, which may mutate the list
                 handler(batch)
-                reader.ack(batch)
+                reader.ack(last)
             else:
                 _idle(engine, reader, pacer, stop)
     finally:
@@ -623,8 +626,9 @@ async def subscribe(
             if not batch:
                 await _idle_async(engine, reader, pacer, executor)
                 continue
+            last = batch[-1].event_id
             yield batch
-            await loop.run_in_executor(executor, reader.ack, batch)
+            await loop.run_in_executor(executor, reader.ack, last)
     finally:
         # Synchronous on purpose: a cancelled or finalised generator may not await.
         executor.shutdown(wait=True, cancel_futures=True)
