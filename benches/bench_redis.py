@@ -118,7 +118,8 @@ class RawStore:
     """Raw redis-py on its own prefix: a versions hash, a stream, and the append script."""
 
     def __init__(self) -> None:
-        self.client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=True)
+        # Any: redis-py's annotations cannot express decode_responses=True (replies are str).
+        self.client: Any = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=True)
         self.prefix = "{" + fresh_prefix() + "}:"
         self.keys = [self.prefix + "versions", self.prefix + "log"]
         self.append = self.client.register_script(RAW_APPEND)
