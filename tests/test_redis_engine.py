@@ -12,9 +12,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
+import evercore
 import pytest
 import redis
 from evercore.errors import (
@@ -555,3 +557,84 @@ def test_a_type_registered_by_two_transactions_at_once_gets_one_id(
     assert [e.event_type for e in log] == ["RacingEvent"] * 3
     by_alias = Subscription(0, "f", aggregate_type_id=alias_order, event_type_id=alias_placed)
     assert engine.get_events_for_subscription(None, by_alias, 10) == log
+
+
+# -- through the facade ---------------------------------------------------------------------
+
+
+@evercore.state_event
+@dataclass
+class RedisOpened:
+    owner: str
+
+
+@evercore.state_event
+@dataclass
+class RedisDeposited:
+    balance: int
+
+
+@dataclass
+class RedisAccount:
+    owner: str = ""
+    balance: int = 0
+
+
+class RedisAccountAggregate(evercore.StateAggregate[RedisAccount]):
+    snapshot_frequency = 3
+
+
+def test_facade_contexts_snapshots_and_a_push_subscription() -> None:
+    prefix = fresh_prefix()
+    with evercore.connect(f"{URL}/0?prefix={prefix}") as store:
+        try:
+            for amount in range(1, 6):
+                with store.context() as ctx:
+                    account = RedisAccountAggregate()
+                    if ctx.load_or_create_aggregate(account, "alice"):
+                        ctx.apply_event_to(account, RedisOpened(owner="alice"))
+                    ctx.apply_event_to(account, RedisDeposited(balance=account.state.balance
+                                                               + amount))
+            with store.readonly_context() as reader:
+                account = RedisAccountAggregate()
+                reader.load_state_by_key_into(account, "alice")
+            assert (account.state, account.sequence) == (RedisAccount("alice", 15), 6)
+            snapshot = store.storage_engine.get_snapshot_for_aggregate(None, account.id)
+            assert snapshot is not None and snapshot.sequence == 6
+            stale = RedisAccountAggregate()
+            with pytest.raises(ConcurrencyError), store.context() as ctx:
+                ctx.load_state_by_key_into(stale, "alice")
+                ctx.apply_event_to(stale, RedisDeposited(balance=0))
+                other = evercore.connect(f"{URL}/0?prefix={prefix}")
+                with other.context() as racing:
+                    rival = RedisAccountAggregate()
+                    racing.load_state_by_key_into(rival, "alice")
+                    racing.apply_event_to(rival, RedisDeposited(balance=99))
+                other.close()
+
+            delivered: list[evercore.SerializedEvent] = []
+            stop = threading.Event()
+
+            def handle(batch: list[evercore.SerializedEvent]) -> None:
+                delivered.extend(batch)
+                if len(delivered) >= 8:
+                    stop.set()
+
+            options = evercore.SubscriptionOptions(poll_interval=5.0, lease=5.0)
+            runner = threading.Thread(target=store.run_subscription, args=(
+                "audit", evercore.SubscriptionFilter(), evercore.StartFrom.beginning(),
+                options, handle), kwargs={"stop": stop})
+            runner.start()
+            deadline = time.monotonic() + 4.0
+            while len(delivered) < 7 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            # The poll interval is 5 s, so only a blocking stream read delivers this in time.
+            with store.context() as ctx:
+                account = RedisAccountAggregate()
+                ctx.load_state_by_key_into(account, "alice")
+                ctx.apply_event_to(account, RedisDeposited(balance=1))
+            runner.join(timeout=4.0)
+            assert not runner.is_alive()
+            assert [e.event_id for e in delivered] == list(range(1, 9))
+        finally:
+            cast(RedisStorageEngine, store.storage_engine).drop_store()
