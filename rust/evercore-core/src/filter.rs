@@ -1,62 +1,58 @@
-//! The subscription filter over a columnar log: which positions a reader gets.
+//! The subscription scan over a columnar log: which positions a reader gets.
 
-/// What a subscription reads; a `None` criterion matches everything.
-#[derive(Clone, Debug, Default)]
-pub struct Criteria<'a> {
-    pub aggregate_type_id: Option<i64>,
-    pub aggregate_id: Option<i64>,
-    /// Sorted, without duplicates (see [`Criteria::event_types`]).
-    pub event_type_ids: Option<&'a [i64]>,
-}
-
-impl Criteria<'_> {
-    /// Sort and deduplicate an event-type set so `matches` can binary-search it.
-    pub fn event_types(mut ids: Vec<i64>) -> Vec<i64> {
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+/// Positions `start..length`, in order, for which `matches` holds, stopping at
+/// `limit` of them (`limit` 0 gives none). `matches` may fail with the caller's
+/// error, which ends the scan.
+pub fn select<E>(
+    length: usize,
+    start: usize,
+    limit: usize,
+    mut matches: impl FnMut(usize) -> Result<bool, E>,
+) -> Result<Vec<usize>, E> {
+    let mut positions = Vec::new();
+    if limit == 0 {
+        return Ok(positions);
     }
-
-    /// Whether one event passes every criterion.
-    #[inline]
-    pub fn matches(&self, aggregate_type_id: i64, aggregate_id: i64, event_type_id: i64) -> bool {
-        self.aggregate_type_id.is_none_or(|wanted| wanted == aggregate_type_id)
-            && self.aggregate_id.is_none_or(|wanted| wanted == aggregate_id)
-            && self
-                .event_type_ids
-                .is_none_or(|wanted| match wanted.len() {
-                    0..=8 => wanted.contains(&event_type_id),
-                    _ => wanted.binary_search(&event_type_id).is_ok(),
-                })
+    for index in start..length {
+        if matches(index)? {
+            positions.push(index);
+            if positions.len() == limit {
+                break;
+            }
+        }
     }
+    Ok(positions)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_criterion_must_match() {
-        let types = Criteria::event_types(vec![9, 3, 3]);
-        assert_eq!(types, vec![3, 9]);
-        let criteria = Criteria {
-            aggregate_type_id: Some(1),
-            aggregate_id: None,
-            event_type_ids: Some(&types),
-        };
-        assert!(criteria.matches(1, 42, 9));
-        assert!(!criteria.matches(2, 42, 9));
-        assert!(!criteria.matches(1, 42, 4));
-        assert!(Criteria::default().matches(5, 6, 7));
-        let none = Criteria { event_type_ids: Some(&[]), ..Criteria::default() };
-        assert!(!none.matches(1, 1, 1), "an empty type set matches nothing");
+    fn even(index: usize) -> Result<bool, ()> {
+        Ok(index.is_multiple_of(2))
     }
 
     #[test]
-    fn large_type_sets_are_searched() {
-        let types = Criteria::event_types((0..100).map(|i| i * 2).collect());
-        let criteria = Criteria { event_type_ids: Some(&types), ..Criteria::default() };
-        assert!(criteria.matches(0, 0, 198));
-        assert!(!criteria.matches(0, 0, 199));
+    fn selects_in_order_from_start_up_to_limit() {
+        assert_eq!(select(10, 3, 100, even), Ok(vec![4, 6, 8]));
+        assert_eq!(select(10, 0, 2, even), Ok(vec![0, 2]));
+        assert_eq!(select(10, 0, 0, even), Ok(vec![]));
+        assert_eq!(select(10, 11, 5, even), Ok(vec![]));
+        assert_eq!(select(0, 0, 5, even), Ok(vec![]));
+    }
+
+    #[test]
+    fn errors_end_the_scan() {
+        let mut asked = Vec::new();
+        let result = select(10, 0, 5, |index| {
+            asked.push(index);
+            if index == 2 {
+                Err("unreadable")
+            } else {
+                Ok(true)
+            }
+        });
+        assert_eq!(result, Err("unreadable"));
+        assert_eq!(asked, vec![0, 1, 2]);
     }
 }

@@ -67,42 +67,70 @@ pub fn write_f64(out: &mut Vec<u8>, value: f64) -> bool {
         return false;
     }
     let mut buffer = ryu::Buffer::new();
-    let (negative, digits, point) = shortest_digits(buffer.format_finite(value));
-    if negative {
+    let text = buffer.format_finite(value);
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    // ryu writes fixed notation for decimal exponents -5..16 and Python for -4..16,
+    // with the same digits: copy it unless it is scientific or 0.0000ddd.
+    if !unsigned.contains('e') && !unsigned.starts_with("0.0000") {
+        out.extend_from_slice(text.as_bytes());
+        return true;
+    }
+    let Some(digits) = ShortestDigits::parse(unsigned) else {
+        // Not ryu's documented output; nothing sensible to do but copy it.
+        out.extend_from_slice(text.as_bytes());
+        return true;
+    };
+    if value.is_sign_negative() {
         out.push(b'-');
     }
-    if digits.is_empty() {
-        out.extend_from_slice(b"0.0");
-    } else if point <= -4 || point > 16 {
-        write_scientific(out, &digits, point - 1);
+    let point = digits.point;
+    if point <= -4 || point > 16 {
+        write_scientific(out, digits.digits(), point - 1);
     } else {
-        write_fixed(out, &digits, point);
+        write_fixed(out, digits.digits(), point);
     }
     true
 }
 
-/// Split ryu's output (`-1.5e-7`, `123.0`, `0.001`) into its sign, its significant
-/// digits without leading or trailing zeros, and the position of the decimal point
-/// relative to them (the value is `0.DIGITS * 10^point`). Zero has no digits.
-fn shortest_digits(text: &str) -> (bool, Vec<u8>, i32) {
-    let (negative, text) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
-        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(0)),
-        None => (text, 0),
-    };
-    let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let mut digits: Vec<u8> = integer.bytes().chain(fraction.bytes()).collect();
-    let mut point = integer.len() as i32 + exponent;
-    let leading = digits.iter().take_while(|&&d| d == b'0').count();
-    digits.drain(..leading);
-    point -= leading as i32;
-    while digits.last() == Some(&b'0') {
-        digits.pop();
+/// The significant digits of a float, without leading or trailing zeros, and the
+/// position of the decimal point relative to them (the value is `0.DIGITS * 10^point`).
+struct ShortestDigits {
+    buffer: [u8; 32],
+    length: usize,
+    point: i32,
+}
+
+impl ShortestDigits {
+    /// Read ryu's unsigned output of a non-zero float (`1.5e-7`, `0.00001`); None
+    /// if it does not look like that.
+    fn parse(text: &str) -> Option<Self> {
+        let (mantissa, exponent) = match text.split_once('e') {
+            Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().ok()?),
+            None => (text, 0),
+        };
+        let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let mut digits =
+            ShortestDigits { buffer: [0; 32], length: 0, point: i32::try_from(integer.len()).ok()? + exponent };
+        for byte in integer.bytes().chain(fraction.bytes()) {
+            if !byte.is_ascii_digit() {
+                return None;
+            }
+            if byte == b'0' && digits.length == 0 {
+                digits.point -= 1;
+                continue;
+            }
+            *digits.buffer.get_mut(digits.length)? = byte;
+            digits.length += 1;
+        }
+        while digits.length > 0 && digits.buffer[digits.length - 1] == b'0' {
+            digits.length -= 1;
+        }
+        (digits.length > 0).then_some(digits)
     }
-    (negative, digits, point)
+
+    fn digits(&self) -> &[u8] {
+        &self.buffer[..self.length]
+    }
 }
 
 fn write_scientific(out: &mut Vec<u8>, digits: &[u8], exponent: i32) {

@@ -2,7 +2,32 @@
 //! sequences are contiguous, start right after the sequence the context knows for
 //! that aggregate (when it knows one), and none is below 1.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A multiplicative hash for integer ids: ids are not attacker-chosen hash-flooding
+/// material here (one batch of one context), and SipHash would cost more than
+/// the whole rest of the check.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_i64(&mut self, value: i64) {
+        self.0 = (value as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        // Fold the well-mixed high bits into the low bits the table indexes by.
+        self.0 ^ (self.0 >> 32)
+    }
+}
 
 /// Why a batch was refused: the first offending pair, in batch order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,8 +42,9 @@ impl Violation {
     /// The aggregate and sequence at fault.
     pub fn pair(&self) -> (i64, i64) {
         match *self {
-            Violation::BelowOne { aggregate_id, sequence }
-            | Violation::NotFollowing { aggregate_id, sequence, .. } => (aggregate_id, sequence),
+            Violation::BelowOne { aggregate_id, sequence } | Violation::NotFollowing { aggregate_id, sequence, .. } => {
+                (aggregate_id, sequence)
+            }
         }
     }
 
@@ -44,39 +70,33 @@ pub enum Invalid<E> {
     Lookup(E),
 }
 
-/// Check `(aggregate_ids[i], sequences[i])` in order. `known(i)` gives the
-/// sequence the context knows for `aggregate_ids[i]`; it is asked once per
-/// aggregate, at the aggregate's first pair.
+/// Check the `(aggregate id, sequence)` pairs in batch order. `pairs` may fail
+/// with the caller's error `E` (a value it cannot read); `known(i)` gives the
+/// sequence the context knows for the aggregate of pair `i`, and is asked once
+/// per aggregate, at its first pair.
 pub fn validate<E>(
-    aggregate_ids: &[i64],
-    sequences: &[i64],
+    pairs: impl IntoIterator<Item = Result<(i64, i64), E>>,
     mut known: impl FnMut(usize) -> Result<Option<i64>, E>,
 ) -> Result<(), Invalid<E>> {
-    // Batches usually hold runs of one aggregate, so the last pair is checked first.
-    let mut last: HashMap<i64, i64> = HashMap::new();
-    let mut current: Option<(i64, i64)> = None;
-    for (index, (&aggregate_id, &sequence)) in aggregate_ids.iter().zip(sequences).enumerate() {
+    // The last sequence seen per aggregate; None while the aggregate may start anywhere.
+    let mut last: HashMap<i64, Option<i64>, BuildHasherDefault<IdHasher>> = HashMap::default();
+    for (index, pair) in pairs.into_iter().enumerate() {
+        let (aggregate_id, sequence) = pair.map_err(Invalid::Lookup)?;
         if sequence < 1 {
             return Err(Invalid::Rule(Violation::BelowOne { aggregate_id, sequence }));
         }
-        let previous = match current {
-            Some((id, previous)) if id == aggregate_id => Some(previous),
-            _ => match last.get(&aggregate_id) {
-                Some(&previous) => Some(previous),
-                None => known(index).map_err(Invalid::Lookup)?,
-            },
+        let previous = match last.entry(aggregate_id) {
+            Entry::Occupied(mut entry) => entry.insert(Some(sequence)),
+            Entry::Vacant(entry) => {
+                entry.insert(Some(sequence));
+                known(index).map_err(Invalid::Lookup)?
+            }
         };
         if let Some(previous) = previous {
             if i128::from(sequence) != i128::from(previous) + 1 {
                 return Err(Invalid::Rule(Violation::NotFollowing { aggregate_id, sequence, previous }));
             }
         }
-        if let Some((id, sequence)) = current {
-            if id != aggregate_id {
-                last.insert(id, sequence);
-            }
-        }
-        current = Some((aggregate_id, sequence));
     }
     Ok(())
 }
@@ -87,7 +107,8 @@ mod tests {
 
     fn check(ids: &[i64], seqs: &[i64], known: &[(i64, i64)]) -> Result<(), Violation> {
         let known: HashMap<i64, i64> = known.iter().copied().collect();
-        validate::<()>(ids, seqs, |i| Ok(known.get(&ids[i]).copied())).map_err(|e| match e {
+        let pairs = ids.iter().zip(seqs).map(|(&id, &seq)| Ok((id, seq)));
+        validate::<()>(pairs, |i| Ok(known.get(&ids[i]).copied())).map_err(|e| match e {
             Invalid::Rule(v) => v,
             Invalid::Lookup(()) => unreachable!(),
         })
@@ -130,12 +151,14 @@ mod tests {
     fn known_is_asked_once_per_aggregate_and_errors_pass_through() {
         let mut asked = Vec::new();
         let ids = [1, 1, 2, 1];
-        validate::<()>(&ids, &[1, 2, 1, 3], |i| {
+        let pairs = ids.iter().zip([1, 2, 1, 3]).map(|(&id, seq)| Ok((id, seq)));
+        validate::<()>(pairs, |i| {
             asked.push(ids[i]);
             Ok(None)
         })
         .unwrap();
         assert_eq!(asked, vec![1, 2]);
-        assert_eq!(validate(&[1], &[1], |_| Err("boom")), Err(Invalid::Lookup("boom")));
+        assert_eq!(validate([Ok((1, 1))], |_| Err("boom")), Err(Invalid::Lookup("boom")));
+        assert_eq!(validate([Ok((1, 1)), Err("unreadable")], |_| Ok(None)), Err(Invalid::Lookup("unreadable")));
     }
 }

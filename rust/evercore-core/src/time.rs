@@ -62,10 +62,8 @@ impl Civil {
     /// Microseconds since 2000-01-01T00:00:00 (PostgreSQL's `timestamptz` value).
     pub fn postgres_microseconds(&self) -> i64 {
         let days = days_from_civil(self.year, self.month, self.day) - POSTGRES_EPOCH_DAYS;
-        let seconds = days * 86_400
-            + i64::from(self.hour) * 3_600
-            + i64::from(self.minute) * 60
-            + i64::from(self.second);
+        let seconds =
+            days * 86_400 + i64::from(self.hour) * 3_600 + i64::from(self.minute) * 60 + i64::from(self.second);
         seconds * 1_000_000 + i64::from(self.microsecond)
     }
 

@@ -32,7 +32,11 @@ pub fn serialize_payloads<'py>(
 }
 
 /// JSON text of each payload; a str payload is already JSON and passes through.
-fn serialize<'py>(py: Python<'py>, payloads: &Column<'py>, event_types: &Column<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+fn serialize<'py>(
+    py: Python<'py>,
+    payloads: &Column<'py>,
+    event_types: &Column<'py>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
     let mut serializer = Serializer::new(py, refs(py)?);
     (0..payloads.len())
         .map(|index| {

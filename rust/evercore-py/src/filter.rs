@@ -1,11 +1,12 @@
 //! `filter_events`: the positions a subscription reads from a columnar log.
 
-use evercore_core::filter::Criteria;
+use evercore_core::filter::select;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::columns::{exact_i64, Column};
+use crate::columns::{exact_i64, Column, Stop};
+use crate::ints::{IntEquals, IntIn};
 use crate::refs::refs;
 
 /// A criterion as i64; `Err(())` when it is not an exact int in i64 (the twin decides).
@@ -48,10 +49,11 @@ pub fn filter_events<'py>(
         kwargs.set_item("aggregate_type_id", aggregate_type_id)?;
         kwargs.set_item("aggregate_id", aggregate_id)?;
         kwargs.set_item("event_type_filter", event_type_filter)?;
-        let result = refs(py)?.pure.bind(py).getattr("filter_events")?.call(
-            (aggregate_type_ids, aggregate_ids, event_type_ids),
-            Some(&kwargs),
-        )?;
+        let result = refs(py)?
+            .pure
+            .bind(py)
+            .getattr("filter_events")?
+            .call((aggregate_type_ids, aggregate_ids, event_type_ids), Some(&kwargs))?;
         Ok(result.cast_into::<PyList>()?)
     };
     let columns = [Column::new(aggregate_type_ids)?, Column::new(aggregate_ids)?, Column::new(event_type_ids)?];
@@ -80,37 +82,39 @@ pub fn filter_events<'py>(
                     None => return twin(),
                 }
             }
-            Some(Criteria::event_types(ids))
+            Some(IntIn::new(py, ids))
         }
     };
-    let criteria = Criteria { aggregate_type_id, aggregate_id, event_type_ids: event_types.as_deref() };
-    let positions = PyList::empty(py);
-    if limit < 1 {
-        return Ok(positions);
-    }
+    let aggregate_type = aggregate_type_id.map(|id| IntEquals::new(py, id));
+    let aggregate = aggregate_id.map(|id| IntEquals::new(py, id));
     let [types, ids, kinds] = &columns;
-    // Only the columns a criterion needs are read; 0 stands in for the others.
-    let read = |column: &Column<'py>, wanted: bool, index: usize| -> PyResult<Option<i64>> {
-        if wanted { Ok(exact_i64(&column.get(index)?)) } else { Ok(Some(0)) }
-    };
-    let mut found: i64 = 0;
-    let mut index = usize::try_from(first).unwrap_or(usize::MAX);
-    while index < lengths[0] {
-        let (Some(kind_type), Some(id), Some(kind)) = (
-            read(types, criteria.aggregate_type_id.is_some(), index)?,
-            read(ids, criteria.aggregate_id.is_some(), index)?,
-            read(kinds, criteria.event_type_ids.is_some(), index)?,
-        ) else {
-            return twin();
-        };
-        if criteria.matches(kind_type, id, kind) {
-            positions.append(index)?;
-            found += 1;
-            if found == limit {
-                break;
+    let start = usize::try_from(first).unwrap_or(usize::MAX);
+    let limit = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
+    // Criteria are tried in the twin's order, reading a column only when needed;
+    // a value that is not an exact int in i64 hands the whole call to the twin.
+    let positions = select(lengths[0], start, limit, |index| -> Result<bool, Stop> {
+        // SAFETY: `item` returns a live borrowed pointer, tested before any Python code runs.
+        unsafe {
+            if let Some(wanted) = &aggregate_type {
+                if !wanted.test(types.item(index)?).ok_or(Stop::Twin)? {
+                    return Ok(false);
+                }
+            }
+            if let Some(wanted) = &aggregate {
+                if !wanted.test(ids.item(index)?).ok_or(Stop::Twin)? {
+                    return Ok(false);
+                }
+            }
+            if let Some(wanted) = &event_types {
+                return wanted.test(kinds.item(index)?).ok_or(Stop::Twin);
             }
         }
-        index += 1;
-    }
-    Ok(positions)
+        Ok(true)
+    });
+    let positions = match positions {
+        Ok(positions) => positions,
+        Err(Stop::Py(error)) => return Err(error),
+        Err(Stop::Twin) => return twin(),
+    };
+    PyList::new(py, positions)
 }

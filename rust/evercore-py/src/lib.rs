@@ -10,6 +10,7 @@ mod columns;
 mod copy;
 mod events;
 mod filter;
+mod ints;
 mod refs;
 mod sequences;
 mod serialize;

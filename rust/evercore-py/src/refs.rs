@@ -4,7 +4,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyDict, PyInt, PyString, PyTuple, PyType};
 
 /// Classes and helpers from the standard library and from evercore itself.
 pub struct Refs {
@@ -92,16 +92,32 @@ impl Refs {
 
     /// `StorageEngineEvent(*fields)`, built like the namedtuple's `__new__` does
     /// (`tuple.__new__(StorageEngineEvent, fields)`).
+    ///
+    /// When every field is an exact int, str or datetime the event can never be
+    /// part of a reference cycle, so it is taken off the garbage collector's lists
+    /// (CPython does this by itself only for exact tuples): a store holding
+    /// millions of events does not make every full collection walk all of them.
     pub fn storage_engine_event<'py>(&self, fields: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         let py = fields.py();
+        let atomic = fields.iter().all(|field| {
+            field.is_exact_instance_of::<PyInt>()
+                || field.is_exact_instance_of::<PyString>()
+                || field.get_type().is(self.datetime.bind(py))
+        });
         let args = PyTuple::new(py, [fields])?;
         let cls = self.storage_engine_event.bind(py);
         // SAFETY: `tuple_new` is tuple's tp_new and `cls` a subclass of tuple
         // (checked in `load`), which is what `tuple.__new__(cls, args)` calls;
         // it returns a new reference or null with an exception set.
-        unsafe {
+        let event = unsafe {
             let result = (self.tuple_new)(cls.as_type_ptr(), args.as_ptr(), std::ptr::null_mut());
-            Bound::from_owned_ptr_or_err(py, result)
+            Bound::from_owned_ptr_or_err(py, result)?
+        };
+        if atomic {
+            // SAFETY: `event` is a live, GC-tracked tuple subclass instance that we
+            // own; untracking is what CPython's own tuple untracking does.
+            unsafe { ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
         }
+        Ok(event)
     }
 }

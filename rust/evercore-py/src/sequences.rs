@@ -4,17 +4,8 @@ use evercore_core::sequences::{validate, Invalid};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::columns::{check_lengths, exact_i64, Column};
+use crate::columns::{check_lengths, exact_i64, Column, Stop};
 use crate::refs::refs;
-
-/// Why the fast path gave up.
-enum Stop {
-    /// A Python exception from a `known` lookup.
-    Py(PyErr),
-    /// A value that is not an exact int in i64: the twin decides, so that
-    /// results and messages stay identical for bools, big ints and the like.
-    Twin,
-}
 
 #[pyfunction]
 pub fn validate_sequences(
@@ -26,15 +17,18 @@ pub fn validate_sequences(
     let id_column = Column::new(aggregate_ids)?;
     let sequence_column = Column::new(sequences)?;
     check_lengths("validate_sequences", &[("aggregate_ids", &id_column), ("sequences", &sequence_column)])?;
-    let Some((ids, seqs, objects)) = exact_pairs(&id_column, &sequence_column)? else {
-        return twin(py, aggregate_ids, sequences, known);
-    };
     let known_dict = known.cast_exact::<PyDict>().ok();
-    let outcome = validate(&ids, &seqs, |index| {
-        let key = &objects[index];
+    let pairs = (0..id_column.len()).map(|index| {
+        match (id_column.i64_at(index).map_err(Stop::Py)?, sequence_column.i64_at(index).map_err(Stop::Py)?) {
+            (Some(id), Some(sequence)) => Ok((id, sequence)),
+            _ => Err(Stop::Twin),
+        }
+    });
+    let outcome = validate(pairs, |index| {
+        let key = id_column.get(index).map_err(Stop::Py)?;
         let value = match known_dict {
-            Some(dict) => dict.get_item(key).map_err(Stop::Py)?,
-            None => Some(known.call_method1("get", (key,)).map_err(Stop::Py)?),
+            Some(dict) => dict.get_item(&key).map_err(Stop::Py)?,
+            None => Some(known.call_method1("get", (&key,)).map_err(Stop::Py)?),
         };
         match value {
             None => Ok(None),
@@ -52,28 +46,6 @@ pub fn validate_sequences(
             Err(PyErr::from_value(error))
         }
     }
-}
-
-/// The ids and sequences as i64 (plus the id objects, to look `known` up with),
-/// or None when some value is not an exact int in i64.
-#[allow(clippy::type_complexity)]
-fn exact_pairs<'py>(
-    ids: &Column<'py>,
-    sequences: &Column<'py>,
-) -> PyResult<Option<(Vec<i64>, Vec<i64>, Vec<Bound<'py, PyAny>>)>> {
-    let length = ids.len();
-    let (mut id_values, mut sequence_values, mut objects) =
-        (Vec::with_capacity(length), Vec::with_capacity(length), Vec::with_capacity(length));
-    for index in 0..length {
-        let id = ids.get(index)?;
-        let (Some(id_value), Some(sequence_value)) = (exact_i64(&id), exact_i64(&sequences.get(index)?)) else {
-            return Ok(None);
-        };
-        id_values.push(id_value);
-        sequence_values.push(sequence_value);
-        objects.push(id);
-    }
-    Ok(Some((id_values, sequence_values, objects)))
 }
 
 fn twin(

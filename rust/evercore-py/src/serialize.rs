@@ -6,6 +6,8 @@
 //! earlier check of the twin. A failure records its field path while the
 //! recursion unwinds, so the success path pays nothing for error reporting.
 
+use std::sync::{Arc, Mutex};
+
 use evercore_core::json;
 use evercore_core::time::Civil;
 use evercore_core::MAX_NESTING;
@@ -61,24 +63,55 @@ fn bad<'py>(problem: Problem<'py>) -> Walk<'py> {
     Err(Fault::Bad(problem, Vec::new()))
 }
 
-/// Serializes payloads one after another, reusing its buffer and its per-class
-/// caches.
+/// How the twin treats the values of a class that is not an exact built-in type,
+/// in the order of its checks. Found once per class (see [`KINDS`]).
+enum Kind {
+    Str,
+    Int,
+    Float,
+    Datetime,
+    /// date and time: `isoformat()`.
+    IsoFormat,
+    /// UUID and Decimal: `str(value)`.
+    Text,
+    Enum,
+    Mapping,
+    /// list and tuple subclasses (NamedTuples among them).
+    Iterable,
+    /// A dataclass, with its field names.
+    Dataclass(Vec<Py<PyString>>),
+    /// A pydantic model: `model_dump(mode="json")`.
+    ModelDump,
+    /// A msgspec Struct: `msgspec.to_builtins(value)`.
+    Msgspec,
+}
+
+/// Classes seen so far and their kind. Classes nobody can serialize are not
+/// remembered (they are errors, and a later ABC registration may change them).
+/// Bounded, so that classes made on the fly do not pile up.
+static KINDS: Mutex<Vec<(Py<PyType>, Arc<Kind>)>> = Mutex::new(Vec::new());
+const MAX_REMEMBERED_CLASSES: usize = 256;
+
+/// Serializes payloads one after another, reusing its buffer.
 pub struct Serializer<'py> {
     py: Python<'py>,
     refs: &'static Refs,
     out: Vec<u8>,
-    /// Field names of the dataclasses met so far (the class is held so its
-    /// address cannot be reused while the serializer lives).
-    dataclass_fields: Vec<(Bound<'py, PyType>, Vec<Bound<'py, PyString>>)>,
+    /// The class met last and its kind: payloads of a batch mostly share a class.
+    last_kind: Option<(Bound<'py, PyType>, Arc<Kind>)>,
 }
 
 impl<'py> Serializer<'py> {
     pub fn new(py: Python<'py>, refs: &'static Refs) -> Self {
-        Serializer { py, refs, out: Vec::with_capacity(256), dataclass_fields: Vec::new() }
+        Serializer { py, refs, out: Vec::with_capacity(256), last_kind: None }
     }
 
     /// JSON text of `payload`; errors name `event_type` and the field path.
-    pub fn dumps(&mut self, payload: &Bound<'py, PyAny>, event_type: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    pub fn dumps(
+        &mut self,
+        payload: &Bound<'py, PyAny>,
+        event_type: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyString>> {
         self.out.clear();
         match self.value(payload, 0) {
             Ok(()) => {
@@ -127,46 +160,106 @@ impl<'py> Serializer<'py> {
         self.other(obj, depth)
     }
 
-    /// Everything but the exact built-in types, in the twin's order of checks.
+    /// Everything but the exact built-in types.
     fn other(&mut self, obj: &Bound<'py, PyAny>, depth: usize) -> Walk<'py> {
         let py = self.py;
+        let Some(kind) = self.kind(obj)? else {
+            return bad(Problem::Unsupported(obj.clone()));
+        };
+        match &*kind {
+            Kind::Str => self.string(obj.cast::<PyString>().map_err(PyErr::from)?),
+            Kind::Int => {
+                // SAFETY: PyNumber_Long returns a new reference or null with an exception.
+                let exact = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyNumber_Long(obj.as_ptr()))? };
+                self.int(&exact)
+            }
+            Kind::Float => self.float(obj, obj.cast::<PyFloat>().map_err(PyErr::from)?.value()),
+            Kind::Datetime => self.datetime(obj),
+            Kind::IsoFormat => self.python_text(&obj.call_method0(intern!(py, "isoformat"))?),
+            Kind::Text => self.python_text(obj.str()?.as_any()),
+            Kind::Enum => self.value(&obj.getattr(intern!(py, "value"))?, depth + 1),
+            Kind::Mapping => self.mapping(obj, depth),
+            Kind::Iterable => self.iterable(obj, depth),
+            Kind::Dataclass(names) => self.dataclass(obj, names, depth),
+            Kind::ModelDump => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("mode", "json")?;
+                let dumped = obj.call_method(intern!(py, "model_dump"), (), Some(&kwargs))?;
+                self.dumped(obj, dumped, depth)
+            }
+            Kind::Msgspec => {
+                let dumped = py.import("msgspec")?.getattr("to_builtins")?.call1((obj,))?;
+                self.dumped(obj, dumped, depth)
+            }
+        }
+    }
+
+    /// What a model dumped itself to; None counts as "cannot serialize", as in the twin.
+    fn dumped(&mut self, obj: &Bound<'py, PyAny>, dumped: Bound<'py, PyAny>, depth: usize) -> Walk<'py> {
+        if dumped.is_none() {
+            return bad(Problem::Unsupported(obj.clone()));
+        }
+        self.value(&dumped, depth + 1)
+    }
+
+    /// The kind of `obj`'s class: from the last class, the shared table, or found now.
+    fn kind(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Option<Arc<Kind>>> {
+        let cls = obj.get_type();
+        if let Some((last, kind)) = &self.last_kind {
+            if last.is(&cls) {
+                return Ok(Some(kind.clone()));
+            }
+        }
+        let remembered = KINDS.lock().ok().and_then(|kinds| {
+            kinds.iter().find(|(known, _)| known.as_ptr() == cls.as_ptr()).map(|(_, kind)| kind.clone())
+        });
+        let kind = match remembered {
+            Some(kind) => kind,
+            None => match self.classify(obj, &cls)? {
+                Some(kind) => remember(&cls, Arc::new(kind)),
+                None => return Ok(None),
+            },
+        };
+        self.last_kind = Some((cls, kind.clone()));
+        Ok(Some(kind))
+    }
+
+    /// The twin's checks, in its order, for a value that is not an exact built-in.
+    fn classify(&self, obj: &Bound<'py, PyAny>, cls: &Bound<'py, PyType>) -> PyResult<Option<Kind>> {
+        let py = self.py;
         let refs = self.refs;
-        if let Ok(text) = obj.cast::<PyString>() {
-            return self.string(text);
-        }
-        if obj.is_instance_of::<PyInt>() {
-            // SAFETY: PyNumber_Long returns a new reference or null with an exception.
-            let exact = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyNumber_Long(obj.as_ptr()))? };
-            return self.int(&exact);
-        }
-        if let Ok(float) = obj.cast::<PyFloat>() {
-            return self.float(obj, float.value());
-        }
-        if obj.is_instance(refs.datetime.bind(py))? {
-            return self.datetime(obj);
-        }
-        if obj.is_instance(refs.date.bind(py))? || obj.is_instance(refs.time.bind(py))? {
-            return self.python_text(&obj.call_method0(intern!(py, "isoformat"))?);
-        }
-        if obj.is_instance(refs.uuid.bind(py))? || obj.is_instance(refs.decimal.bind(py))? {
-            return self.python_text(obj.str()?.as_any());
-        }
-        if obj.is_instance(refs.enum_.bind(py))? {
-            return self.value(&obj.getattr(intern!(py, "value"))?, depth + 1);
-        }
-        if obj.is_instance(refs.mapping.bind(py))? {
-            return self.mapping(obj, depth);
-        }
-        if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-            return self.iterable(obj, depth);
-        }
-        if !obj.is_instance_of::<PyType>() && obj.get_type().hasattr(intern!(py, "__dataclass_fields__"))? {
-            return self.dataclass(obj, depth);
-        }
-        match self.foreign_model_dump(obj)? {
-            Some(dumped) => self.value(&dumped, depth + 1),
-            None => bad(Problem::Unsupported(obj.clone())),
-        }
+        let kind = if obj.is_instance_of::<PyString>() {
+            Kind::Str
+        } else if obj.is_instance_of::<PyInt>() {
+            Kind::Int
+        } else if obj.is_instance_of::<PyFloat>() {
+            Kind::Float
+        } else if obj.is_instance(refs.datetime.bind(py))? {
+            Kind::Datetime
+        } else if obj.is_instance(refs.date.bind(py))? || obj.is_instance(refs.time.bind(py))? {
+            Kind::IsoFormat
+        } else if obj.is_instance(refs.uuid.bind(py))? || obj.is_instance(refs.decimal.bind(py))? {
+            Kind::Text
+        } else if obj.is_instance(refs.enum_.bind(py))? {
+            Kind::Enum
+        } else if obj.is_instance(refs.mapping.bind(py))? {
+            Kind::Mapping
+        } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+            Kind::Iterable
+        } else if !obj.is_instance_of::<PyType>() && cls.hasattr(intern!(py, "__dataclass_fields__"))? {
+            let mut names = Vec::new();
+            for field in refs.dataclass_fields.bind(py).call1((cls,))?.try_iter()? {
+                names.push(field?.getattr(intern!(py, "name"))?.cast_into::<PyString>()?.unbind());
+            }
+            Kind::Dataclass(names)
+        } else if is_model(obj, cls)? {
+            Kind::ModelDump
+        } else if cls.hasattr(intern!(py, "__struct_fields__"))? {
+            Kind::Msgspec
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(kind))
     }
 
     fn string(&mut self, text: &Bound<'py, PyString>) -> Walk<'py> {
@@ -215,9 +308,8 @@ impl<'py> Serializer<'py> {
         // before any Python code can run; the size check below stops the loop if
         // that code changed the dict (as Python's own iteration does).
         while unsafe { ffi::PyDict_Next(dict.as_ptr(), &mut position, &mut key_ptr, &mut value_ptr) } != 0 {
-            let (key, value) = unsafe {
-                (Bound::from_borrowed_ptr(self.py, key_ptr), Bound::from_borrowed_ptr(self.py, value_ptr))
-            };
+            let (key, value) =
+                unsafe { (Bound::from_borrowed_ptr(self.py, key_ptr), Bound::from_borrowed_ptr(self.py, value_ptr)) };
             if !first {
                 self.out.push(b',');
             }
@@ -333,29 +425,17 @@ impl<'py> Serializer<'py> {
         Ok(())
     }
 
-    fn dataclass(&mut self, obj: &Bound<'py, PyAny>, depth: usize) -> Walk<'py> {
-        let cls = obj.get_type();
-        let slot = match self.dataclass_fields.iter().position(|(known, _)| known.is(&cls)) {
-            Some(slot) => slot,
-            None => {
-                let mut names = Vec::new();
-                for field in self.refs.dataclass_fields.bind(self.py).call1((&cls,))?.try_iter()? {
-                    names.push(field?.getattr(intern!(self.py, "name"))?.cast_into::<PyString>().map_err(PyErr::from)?);
-                }
-                self.dataclass_fields.push((cls, names));
-                self.dataclass_fields.len() - 1
-            }
-        };
+    fn dataclass(&mut self, obj: &Bound<'py, PyAny>, names: &[Py<PyString>], depth: usize) -> Walk<'py> {
         self.out.push(b'{');
-        for index in 0..self.dataclass_fields[slot].1.len() {
-            let name = self.dataclass_fields[slot].1[index].clone();
+        for (index, name) in names.iter().enumerate() {
+            let name = name.bind(self.py);
             if index > 0 {
                 self.out.push(b',');
             }
             json::write_str(&mut self.out, name.to_str()?);
             self.out.push(b':');
-            let value = obj.getattr(&name)?;
-            self.value(&value, depth + 1).map_err(|fault| fault.at(Step::Key(name.into_any())))?;
+            let value = obj.getattr(name)?;
+            self.value(&value, depth + 1).map_err(|fault| fault.at(Step::Key(name.clone().into_any())))?;
         }
         self.out.push(b'}');
         Ok(())
@@ -374,9 +454,11 @@ impl<'py> Serializer<'py> {
         if !value.getattr(intern!(py, "tzinfo"))?.is_none() {
             let kwargs = PyDict::new(py);
             kwargs.set_item("tzinfo", py.None())?;
-            value = value
-                .call_method1(intern!(py, "astimezone"), (self.refs.utc.bind(py),))?
-                .call_method(intern!(py, "replace"), (), Some(&kwargs))?;
+            value = value.call_method1(intern!(py, "astimezone"), (self.refs.utc.bind(py),))?.call_method(
+                intern!(py, "replace"),
+                (),
+                Some(&kwargs),
+            )?;
         }
         let text = value.call_method0(intern!(py, "isoformat"))?;
         let text = text.cast::<PyString>().map_err(PyErr::from)?.to_str()?;
@@ -386,28 +468,6 @@ impl<'py> Serializer<'py> {
         Ok(())
     }
 
-    /// pydantic models and msgspec Structs dump themselves; anything else gives None.
-    fn foreign_model_dump(&self, obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let py = self.py;
-        let model_dump = match obj.getattr(intern!(py, "model_dump")) {
-            Ok(method) => Some(method),
-            Err(error) if error.is_instance_of::<PyAttributeError>(py) => None,
-            Err(error) => return Err(error),
-        };
-        let cls = obj.get_type();
-        if let Some(model_dump) = model_dump {
-            if model_dump.is_callable() && cls.hasattr(intern!(py, "model_fields"))? {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("mode", "json")?;
-                return none_as_missing(model_dump.call((), Some(&kwargs))?);
-            }
-        }
-        if cls.hasattr(intern!(py, "__struct_fields__"))? {
-            return none_as_missing(py.import("msgspec")?.getattr("to_builtins")?.call1((obj,))?);
-        }
-        Ok(None)
-    }
-
     fn error(&self, event_type: &Bound<'py, PyAny>, problem: Problem<'py>, steps: Vec<Step<'py>>) -> PyErr {
         match self.message(event_type, problem, steps) {
             Ok(message) => self.refs.serialization_error(self.py, message),
@@ -415,7 +475,12 @@ impl<'py> Serializer<'py> {
         }
     }
 
-    fn message(&self, event_type: &Bound<'py, PyAny>, problem: Problem<'py>, steps: Vec<Step<'py>>) -> PyResult<String> {
+    fn message(
+        &self,
+        event_type: &Bound<'py, PyAny>,
+        problem: Problem<'py>,
+        steps: Vec<Step<'py>>,
+    ) -> PyResult<String> {
         let mut path = String::from("$");
         for step in steps.iter().rev() {
             match step {
@@ -429,34 +494,53 @@ impl<'py> Serializer<'py> {
         let event = event_type.repr()?;
         let head = format!("event {}: field {path}", event.to_string_lossy());
         let repr = |obj: &Bound<'py, PyAny>| -> PyResult<String> { Ok(obj.repr()?.to_string_lossy().into_owned()) };
-        let type_name = |obj: &Bound<'py, PyAny>| -> PyResult<String> { Ok(obj.get_type().name()?.to_string_lossy().into_owned()) };
+        let type_name =
+            |obj: &Bound<'py, PyAny>| -> PyResult<String> { Ok(obj.get_type().name()?.to_string_lossy().into_owned()) };
         Ok(match problem {
             Problem::NotFinite(value) => {
                 format!("{head} is {}; NaN and Infinity are not valid JSON", repr(&value)?)
             }
-            Problem::KeyNotStr(key) => format!(
-                "{head} has a key {} of type {}; JSON object keys must be str",
-                repr(&key)?,
-                type_name(&key)?
-            ),
-            Problem::KeySurrogate(key) => format!(
-                "{head} has a key {} with a lone surrogate, which cannot be encoded as UTF-8",
-                repr(&key)?
-            ),
+            Problem::KeyNotStr(key) => {
+                format!("{head} has a key {} of type {}; JSON object keys must be str", repr(&key)?, type_name(&key)?)
+            }
+            Problem::KeySurrogate(key) => {
+                format!("{head} has a key {} with a lone surrogate, which cannot be encoded as UTF-8", repr(&key)?)
+            }
             Problem::Surrogate => {
                 format!("{head} is a str with a lone surrogate, which cannot be encoded as UTF-8")
             }
-            Problem::Unsupported(value) => format!(
-                "{head} has a value of type {} that cannot be serialized to JSON",
-                type_name(&value)?
-            ),
+            Problem::Unsupported(value) => {
+                format!("{head} has a value of type {} that cannot be serialized to JSON", type_name(&value)?)
+            }
             Problem::TooDeep => format!("{head} is nested more than {MAX_NESTING} levels deep"),
         })
     }
 }
 
-fn none_as_missing(obj: Bound<'_, PyAny>) -> PyResult<Option<Bound<'_, PyAny>>> {
-    Ok(if obj.is_none() { None } else { Some(obj) })
+/// A pydantic model, as the twin tells: a callable `model_dump` and a class with
+/// `model_fields`.
+fn is_model(obj: &Bound<'_, PyAny>, cls: &Bound<'_, PyType>) -> PyResult<bool> {
+    let py = obj.py();
+    match obj.getattr(intern!(py, "model_dump")) {
+        Ok(method) => Ok(method.is_callable() && cls.hasattr(intern!(py, "model_fields"))?),
+        Err(error) if error.is_instance_of::<PyAttributeError>(py) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Add a class to [`KINDS`] (emptied first when full) and hand its kind back.
+fn remember(cls: &Bound<'_, PyType>, kind: Arc<Kind>) -> Arc<Kind> {
+    let evicted = match KINDS.lock() {
+        Ok(mut kinds) => {
+            let evicted = if kinds.len() >= MAX_REMEMBERED_CLASSES { std::mem::take(&mut *kinds) } else { Vec::new() };
+            kinds.push((cls.clone().unbind(), kind.clone()));
+            evicted
+        }
+        Err(_) => Vec::new(),
+    };
+    // Released outside the lock: freeing a class can run Python code.
+    drop(evicted);
+    kind
 }
 
 /// The UTF-8 text of a str; None when it holds a lone surrogate.
