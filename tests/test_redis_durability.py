@@ -175,6 +175,11 @@ def test_connect_warns_when_the_server_does_not_persist_safely(
     lax = private(server_factory, tmp_path / "lax", "--appendonly", "yes", "--appendfsync", "no")
     open_redis_engine(lax.url()).close()
     assert "appendfsync no" in caplog.text
+    caplog.clear()
+    evicting = private(server_factory, tmp_path / "lru", *AOF_ALWAYS,
+                       "--maxmemory-policy", "allkeys-lru")
+    open_redis_engine(evicting.url()).close()
+    assert "maxmemory-policy allkeys-lru" in caplog.text
 
 
 def test_password_never_shows_in_errors_logs_or_reprs(

@@ -255,25 +255,33 @@ class RedisStorageEngine:
         return result
 
     def _warn_about_persistence(self) -> None:
+        """Log a warning for each server setting that can lose acknowledged contexts."""
         with self._guard("connect"):
             info = self._client.info("persistence")
+            try:
+                settings = {
+                    **self._client.config_get("appendfsync"),
+                    **self._client.config_get("maxmemory-policy"),
+                }
+            except RedisError:  # CONFIG may be renamed or forbidden on managed servers
+                settings = {}
+        where = self._config.redacted_url
         if str(info.get("aof_enabled", "0")) != "1":
             logger.warning(
                 "Redis at %s has AOF off (appendonly no): acknowledged contexts can be lost "
                 "on a crash or restart. Use appendonly yes with appendfsync always (nothing "
-                "acknowledged is lost) or everysec (up to about a second lost).",
-                self._config.redacted_url,
+                "acknowledged is lost) or everysec (up to about a second lost).", where,
             )
-            return
-        try:
-            fsync = self._client.config_get("appendfsync").get("appendfsync")
-        except RedisError:  # CONFIG may be renamed or forbidden on managed servers
-            return
-        if fsync == "no":
+        elif settings.get("appendfsync") == "no":
             logger.warning(
                 "Redis at %s uses appendfsync no: the OS decides when the AOF reaches the "
-                "disk, so a power loss can drop acknowledged contexts",
-                self._config.redacted_url,
+                "disk, so a crash of the machine can drop acknowledged contexts", where,
+            )
+        policy = settings.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            logger.warning(
+                "Redis at %s has maxmemory-policy %s: when memory runs out it deletes keys, "
+                "events included; use noeviction", where, policy,
             )
 
     # -- lifecycle --------------------------------------------------------------
