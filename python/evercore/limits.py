@@ -102,8 +102,7 @@ def check_context_batch(
     for name in set(event_types):
         if not isinstance(name, str) or not 0 < len(name) <= MAX_TYPE_NAME_LENGTH:
             raise LimitExceededError(
-                f"event type name {name!r} must be a str of 1 to {MAX_TYPE_NAME_LENGTH} "
-                "characters"
+                f"event type name {name!r} must be a str of 1 to {MAX_TYPE_NAME_LENGTH} characters"
             )
         _refuse_unstorable(name, "event type name")
     for reference in references:

@@ -1,0 +1,826 @@
+"""Reliability suites: a model-based test and concurrency stress, for any backend.
+
+Like :class:`evercore.testing.StorageEngineConformance`, each suite is a mix-in of
+pytest tests; subclass it and provide an ``engine`` fixture that yields a fresh,
+empty engine per test (and cleans it up)::
+
+    import pytest
+    from evercore.testing import ConcurrencyStress, ModelBasedReliability
+
+    class TestMyEngineReliability(ModelBasedReliability, ConcurrencyStress):
+        @pytest.fixture
+        def engine(self):
+            eng = open_my_engine("mydb://localhost/test_db")
+            yield eng
+            eng.close()
+
+:class:`MultiProcessStress` also needs an ``engine_uri`` fixture: a URI (with any
+options in its query string) that every writer process opens on its own.
+
+:class:`ModelBasedReliability` drives the facade (``EventStore(engine)``) with
+hypothesis: random sequences of contexts (aggregates created with and without
+natural keys, keys of 64 and 65 characters, invalid and duplicate keys, appends
+with the right and the wrong sequence, stale aggregates, multi-aggregate contexts
+that raise, snapshots, key changes) and polls of durable subscriptions with and
+without acknowledgement, comparing every outcome and every read with a plain
+in-memory reference model. It runs ``EVERCORE_RELIABILITY_EXAMPLES`` examples
+(default 200) of up to ``EVERCORE_RELIABILITY_STEPS`` steps (default 12).
+
+Figures: when ``EVERCORE_RELIABILITY_FIGURES`` names a JSON file, each test adds
+what it did (operations, faults, events checked, lost, duplicates) to it; see
+:func:`record_figures`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from evercore import _kernels
+from evercore.aggregate import StateAggregate
+from evercore.context import EventStoreContext
+from evercore.errors import (
+    ConcurrencyError,
+    ConstraintViolationError,
+    InvalidKeyError,
+    KeyTooLongError,
+    NotFoundError,
+    SequenceError,
+)
+from evercore.events import event_type_name, state_event
+from evercore.spi import StorageEngine
+from evercore.store import EventStore
+from evercore.values import (
+    START_BEGINNING,
+    SerializedEvent,
+    Snapshot,
+)
+
+FIGURES_ENV = "EVERCORE_RELIABILITY_FIGURES"
+"""Environment variable naming the JSON file the suites add their figures to."""
+
+
+# --------------------------------------------------------------------- figures --
+def record_figures(test: str, backend: str, **figures: int | float | str) -> None:
+    """Add one test's figures to the JSON file named by ``EVERCORE_RELIABILITY_FIGURES``
+    (nothing happens when it is unset). Entries are keyed by test and backend, so the
+    file always holds the last run of each."""
+    path = os.environ.get(FIGURES_ENV)
+    if not path:
+        return
+    with _figures_lock:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data: dict[str, Any] = json.load(handle)
+        except (OSError, ValueError):
+            data = {}
+        entry = {"test": test, "backend": backend, **figures}
+        entry["recorded_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        data[f"{test} [{backend}]"] = entry
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+
+
+_figures_lock = threading.Lock()
+
+
+def backend_label(engine: StorageEngine) -> str:
+    """How figures name a backend: the engine's class name without ``StorageEngine``."""
+    name = type(engine).__name__
+    return name.replace("StorageEngine", "").replace("Engine", "").lower() or name
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
+
+
+# ------------------------------------------------------------- the aggregate --
+@dataclass
+class Tally:
+    """The state of the aggregate the suites write: a number and a note."""
+
+    amount: int = 0
+    note: str = ""
+
+
+@state_event(name="evercore.testing.TallyChanged")
+@dataclass
+class TallyChanged:
+    """Sets the amount and, when given, the note."""
+
+    amount: int | None = None
+    note: str | None = None
+
+
+@state_event(name="evercore.testing.TallyNoted")
+@dataclass
+class TallyNoted:
+    """Sets only the note."""
+
+    note: str | None = None
+
+
+CHANGED = event_type_name(TallyChanged)
+NOTED = event_type_name(TallyNoted)
+
+
+class TallyAggregate(StateAggregate[Tally]):
+    """A ``StateAggregate`` that snapshots every 4 events, so that runs cross snapshots."""
+
+    snapshot_frequency = 4
+
+
+def tally_class(aggregate_type: str) -> type[TallyAggregate]:
+    """A ``TallyAggregate`` subclass of its own aggregate type (one per model example,
+    so that examples sharing one engine never see each other's aggregates)."""
+    return type("TallyAggregate", (TallyAggregate,), {"aggregate_type": aggregate_type})
+
+
+# ------------------------------------------------------------ reference model --
+@dataclass(frozen=True)
+class ModelEvent:
+    """An event as the model expects to read it back."""
+
+    aggregate_id: int
+    sequence: int
+    event_type: str
+    state: str
+    reference: str
+    event_time: datetime
+    changes: tuple[tuple[str, Any], ...]
+
+    def as_read(self) -> tuple[object, ...]:
+        """The fields a read must return exactly (times in UTC)."""
+        return (
+            self.aggregate_id,
+            self.sequence,
+            self.event_type,
+            self.state,
+            self.reference,
+            self.event_time,
+            timedelta(0),
+        )
+
+
+def read_fields(event: SerializedEvent) -> tuple[object, ...]:
+    """The fields of a stored event compared with :meth:`ModelEvent.as_read`."""
+    return (
+        event.aggregate_id,
+        event.sequence,
+        event.event_type,
+        event.state,
+        event.reference,
+        event.event_time,
+        event.event_time.utcoffset(),
+    )
+
+
+@dataclass
+class ModelAggregate:
+    """What the reference model knows of one aggregate."""
+
+    id: int
+    key: str | None
+    events: list[ModelEvent] = field(default_factory=list)
+    snapshots: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def sequence(self) -> int:
+        """The sequence of the last stored event (0 when none)."""
+        return self.events[-1].sequence if self.events else 0
+
+    def state_at(self, sequence: int) -> Tally:
+        """The state after the events up to ``sequence`` (StateAggregate's fold)."""
+        state = Tally()
+        for event in self.events:
+            if event.sequence > sequence:
+                break
+            for name, value in event.changes:
+                setattr(state, name, value)
+        return state
+
+    def latest_snapshot(self) -> Snapshot | None:
+        """The snapshot with the highest sequence."""
+        if not self.snapshots:
+            return None
+        sequence = max(self.snapshots)
+        return Snapshot(self.id, self.snapshots[sequence], sequence)
+
+
+@dataclass
+class ModelSubscription:
+    """A durable subscription: its filter and how far the model has acknowledged."""
+
+    name: str
+    event_types: frozenset[str] | None
+    owner: str
+    acknowledged: int = 0
+    last_event_id: int = 0
+
+
+class InjectedFailure(Exception):
+    """Raised inside a context on purpose: nothing of that context may be written."""
+
+
+# ------------------------------------------------------------------ strategies --
+_TIMEZONES = (timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8)))
+_TEXT = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12
+)
+EVENT_TIMES = st.datetimes(
+    min_value=datetime(1971, 1, 1),
+    max_value=datetime(2200, 1, 1),
+    timezones=st.sampled_from(_TIMEZONES),
+)
+KEY_KINDS = st.sampled_from(
+    ["none", "k0", "k1", "k2", "long64", "long65", "nul", "surrogate", "none", "k0"]
+)
+"""Which natural key a rule uses; short names repeat so duplicates are common."""
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """(event type, field changes) of one event."""
+    note = draw(st.none() | _TEXT)
+    if draw(st.booleans()):
+        amount = draw(st.integers(-(10**12), 10**12))
+        changes = (("amount", amount),) + ((("note", note),) if note is not None else ())
+        return CHANGED, changes
+    return NOTED, (("note", note),) if note is not None else ()
+
+
+def render_state(event_type: str, changes: tuple[tuple[str, Any], ...], style: int) -> str:
+    """JSON text of an event in one of several spellings; engines must keep it exactly."""
+    values = dict(changes)
+    if event_type == CHANGED:
+        values.setdefault("amount", None)
+    values.setdefault("note", None)
+    if style == 0:
+        return _kernels.dumps(values, event_type)
+    if style == 1:
+        return json.dumps(values, indent=1, ensure_ascii=True)
+    return " " + json.dumps(values, separators=(" ,", " : "), ensure_ascii=False) + "\n"
+
+
+# ------------------------------------------------------------------ the machine --
+@dataclass
+class ModelFigures:
+    """What a model run did, summed over its examples."""
+
+    examples: int = 0
+    steps: int = 0
+    contexts_committed: int = 0
+    contexts_refused: int = 0
+    events_written: int = 0
+    events_checked: int = 0
+    polls: int = 0
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Random contexts through the facade, compared with :class:`ModelAggregate`\\ s.
+
+    Built once per hypothesis example over the shared ``engine``; everything it
+    creates is named under a fresh namespace (aggregate type, natural keys,
+    subscriptions), so examples do not see each other's data.
+    """
+
+    engine: ClassVar[StorageEngine]
+    figures: ClassVar[ModelFigures]
+    max_aggregates: ClassVar[int] = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = EventStore(self.engine)
+        self.ns = f"m{uuid.uuid4().hex[:10]}"
+        self.aggregate_type = f"{self.ns}.Tally"
+        self.cls = tally_class(self.aggregate_type)
+        self.aggregates: dict[int, ModelAggregate] = {}
+        self.keys: dict[str, int] = {}
+        self.dropped_keys: set[str] = set()
+        self.log: list[ModelEvent] = []
+        self.subscriptions: list[ModelSubscription] = []
+        self.handles: dict[int, TallyAggregate] = {}
+        self.dirty: set[int] = set()
+        self.figures.examples += 1
+
+    # -- helpers ---------------------------------------------------------------
+    def key_for(self, kind: str) -> str | None:
+        """The natural key a :data:`KEY_KINDS` name stands for in this example."""
+        if kind == "none":
+            return None
+        if kind == "long64":
+            return (self.ns + ":").ljust(64, "x")
+        if kind == "long65":
+            return (self.ns + ":").ljust(65, "y")
+        if kind == "nul":
+            return f"{self.ns}:nul\x00key"
+        if kind == "surrogate":
+            return f"{self.ns}:lone\ud800"
+        return f"{self.ns}:{kind}"
+
+    @staticmethod
+    def key_error(key: str) -> type[Exception] | None:
+        """The error the key itself earns, before any lookup."""
+        if len(key) > 64:
+            return KeyTooLongError
+        if "\x00" in key or "\ud800" in key:
+            return InvalidKeyError
+        return None
+
+    def pick(self, index: int) -> ModelAggregate:
+        """The aggregate number ``index`` (modulo how many there are)."""
+        ids = sorted(self.aggregates)
+        return self.aggregates[ids[index % len(ids)]]
+
+    def run_context(
+        self, expected: type[Exception] | None, body: Callable[[EventStoreContext], None]
+    ) -> bool:
+        """Run ``body`` in a write context; True when it committed. When ``expected``
+        is an error class, the context must fail with exactly that kind of error."""
+        self.figures.steps += 1
+        try:
+            with self.store.context() as ctx:
+                body(ctx)
+        except Exception as exc:
+            if expected is None or not _is_expected(exc, expected):
+                raise AssertionError(f"expected {_name(expected)}, got {exc!r}") from exc
+            self.figures.contexts_refused += 1
+            return False
+        if expected is not None:
+            raise AssertionError(f"expected {_name(expected)}, but the context committed")
+        self.figures.contexts_committed += 1
+        return True
+
+    def capture(
+        self, agg: TallyAggregate, pending: list[ModelEvent]
+    ) -> Callable[[EventStoreContext, str, tuple[tuple[str, Any], ...], datetime, str], None]:
+        """A function that applies one event to ``agg`` and notes what the model expects."""
+
+        def apply(
+            ctx: EventStoreContext,
+            event_type: str,
+            changes: tuple[tuple[str, Any], ...],
+            when: datetime,
+            reference: str,
+        ) -> None:
+            payload = (
+                TallyChanged(**dict(changes))
+                if event_type == CHANGED
+                else TallyNoted(**dict(changes))
+            )
+            ctx.apply_event_to(agg, payload, when, reference)
+            pending.append(
+                ModelEvent(
+                    agg.id,
+                    agg.sequence,
+                    event_type,
+                    _kernels.dumps(payload, event_type),
+                    reference,
+                    when.astimezone(timezone.utc),
+                    tuple((n, v) for n, v in changes if v is not None),
+                )
+            )
+
+        return apply
+
+    def commit_events(self, pending: Sequence[ModelEvent], applied: bool = True) -> None:
+        """Record committed events, and the snapshots StateAggregate takes every 4 events
+        when they were ``applied`` to an aggregate (not published as they are)."""
+        for event in pending:
+            model = self.aggregates[event.aggregate_id]
+            model.events.append(event)
+            self.log.append(event)
+            if applied and event.sequence % TallyAggregate.snapshot_frequency == 0:
+                state = model.state_at(event.sequence)
+                model.snapshots[event.sequence] = _kernels.dumps(state, "snapshot")
+            self.dirty.add(event.aggregate_id)
+        self.figures.events_written += len(pending)
+
+    def forget_handles(self, ids: Sequence[int]) -> None:
+        """Handles touched by a failed context no longer match storage."""
+        for aggregate_id in ids:
+            self.handles.pop(aggregate_id, None)
+
+    # -- setup -------------------------------------------------------------------
+    @initialize()
+    def create_subscriptions(self) -> None:
+        """Two durable subscriptions over this example's aggregates: every event, and
+        only ``TallyNoted`` (a multi-type filter applied in storage)."""
+        engine = self.engine
+        type_id = engine.get_aggregate_type_id(None, self.aggregate_type)
+        noted = engine.get_event_type_id(None, NOTED)
+        for suffix, event_types in (("all", None), ("noted", frozenset({NOTED}))):
+            name = f"{self.ns}.{suffix}"
+            sub_id = engine.upsert_subscription(
+                None, name, type_id, None, None, START_BEGINNING, 0, None
+            )
+            if event_types is not None:
+                engine.add_subscription_event_type(None, sub_id, noted)
+            owner = f"{name}.owner"
+            assert engine.claim_subscription(None, name, owner, 600.0)
+            self.subscriptions.append(ModelSubscription(name, event_types, owner))
+
+    # -- rules ---------------------------------------------------------------------
+    @precondition(lambda self: len(self.aggregates) < self.max_aggregates)
+    @rule(
+        kind=KEY_KINDS,
+        how=st.sampled_from(["create", "load_or_create"]),
+        events=st.lists(st.tuples(payloads(), EVENT_TIMES, _TEXT), max_size=3),
+    )
+    def create(
+        self, kind: str, how: str, events: list[tuple[tuple[str, Any], datetime, str]]
+    ) -> None:
+        """Create an aggregate (with or without a key) and apply a few events to it."""
+        key = self.key_for(kind)
+        expected = None if key is None else self.key_error(key)
+        existing = None if key is None else self.keys.get(key)
+        if expected is None and existing is not None and how == "create":
+            expected = ConstraintViolationError
+        if existing is not None and how == "load_or_create":
+            return self.append_via("load_or_create", existing, events, key=key)
+        agg = self.cls()
+        pending: list[ModelEvent] = []
+        apply = self.capture(agg, pending)
+
+        def body(ctx: EventStoreContext) -> None:
+            if key is None:
+                ctx.create_aggregate_into(agg)
+            elif how == "create":
+                ctx.create_aggregate_with_key_into(agg, key)
+            else:
+                assert ctx.load_or_create_aggregate(agg, key) is True
+            for (event_type, changes), when, reference in events:
+                apply(ctx, event_type, changes, when, reference)
+
+        if self.run_context(expected, body):
+            assert agg.id > 0 and agg.id not in self.aggregates
+            self.aggregates[agg.id] = ModelAggregate(agg.id, key)
+            if key is not None:
+                self.keys[key] = agg.id
+                self.dropped_keys.discard(key)
+            self.commit_events(pending)
+            self.handles[agg.id] = agg
+            self.dirty.add(agg.id)
+        return None
+
+    @precondition(lambda self: self.aggregates)
+    @rule(
+        index=st.integers(0, 99),
+        how=st.sampled_from(["load", "load", "handle"]),
+        events=st.lists(st.tuples(payloads(), EVENT_TIMES, _TEXT), min_size=1, max_size=4),
+    )
+    def append(
+        self, index: int, how: str, events: list[tuple[tuple[str, Any], datetime, str]]
+    ) -> None:
+        """Append events after loading the aggregate, or through a possibly stale handle."""
+        self.append_via(how, self.pick(index).id, events)
+
+    def append_via(
+        self,
+        how: str,
+        aggregate_id: int,
+        events: list[tuple[tuple[str, Any], datetime, str]],
+        key: str | None = None,
+    ) -> None:
+        """Append ``events`` to an existing aggregate, reached as ``how`` says."""
+        model = self.aggregates[aggregate_id]
+        handle = self.handles.get(aggregate_id)
+        if how == "handle" and handle is None:
+            how = "load"
+        agg = handle if how == "handle" and handle is not None else self.cls()
+        stale = how == "handle" and agg.sequence != model.sequence
+        expected = ConcurrencyError if stale and events else None
+        pending: list[ModelEvent] = []
+        apply = self.capture(agg, pending)
+
+        def body(ctx: EventStoreContext) -> None:
+            if how == "load":
+                ctx.load_state_into(agg, aggregate_id)
+                self.check_loaded(agg, model)
+            elif how == "load_or_create":
+                assert key is not None
+                assert ctx.load_or_create_aggregate(agg, key) is False
+                self.check_loaded(agg, model)
+            for (event_type, changes), when, reference in events:
+                apply(ctx, event_type, changes, when, reference)
+
+        if self.run_context(expected, body):
+            self.commit_events(pending)
+            self.handles[aggregate_id] = agg
+        else:
+            self.forget_handles([aggregate_id])
+
+    @precondition(lambda self: self.aggregates)
+    @rule(
+        index=st.integers(0, 99),
+        delta=st.sampled_from([1, 1, 1, 0, -1, -5, 2]),
+        loaded=st.booleans(),
+        event=st.tuples(payloads(), EVENT_TIMES, _TEXT, st.integers(0, 2)),
+    )
+    def publish(
+        self,
+        index: int,
+        delta: int,
+        loaded: bool,
+        event: tuple[tuple[str, tuple[tuple[str, Any], ...]], datetime, str, int],
+    ) -> None:
+        """``ctx.publish`` a serialized event at the model's sequence + ``delta``.
+
+        In a context that loaded the aggregate anything but + 1 is a ``SequenceError``
+        before any I/O; otherwise a taken sequence is a ``ConcurrencyError``, a
+        sequence below 1 a ``SequenceError``, and a gap is stored as given (a context
+        that does not know the aggregate may start anywhere, as ``Publish`` in Go).
+        """
+        (event_type, changes), when, reference, style = event
+        model = self.pick(index)
+        sequence = model.sequence + delta
+        state = render_state(event_type, changes, style)
+        expected: type[Exception] | None = None
+        if sequence < 1 or (loaded and delta != 1):
+            expected = SequenceError
+        elif sequence <= model.sequence:
+            expected = ConcurrencyError
+        serialized = SerializedEvent(0, model.id, event_type, state, sequence, reference, when)
+
+        def body(ctx: EventStoreContext) -> None:
+            if loaded:
+                ctx.load_state_into(self.cls(), model.id)
+            ctx.publish(serialized)
+
+        if self.run_context(expected, body):
+            changes = tuple((n, v) for n, v in changes if v is not None)
+            utc = when.astimezone(timezone.utc)
+            event_model = ModelEvent(model.id, sequence, event_type, state, reference, utc, changes)
+            self.commit_events([event_model], applied=False)
+            self.forget_handles([model.id])
+
+    @precondition(lambda self: len(self.aggregates) >= 2)
+    @rule(
+        indexes=st.lists(st.integers(0, 99), min_size=2, max_size=3),
+        failure=st.sampled_from(["raise", "raise", "stale", "none"]),
+        new_key=KEY_KINDS,
+        changes=payloads(),
+    )
+    def multi(
+        self,
+        indexes: list[int],
+        failure: str,
+        new_key: str,
+        changes: tuple[str, tuple[tuple[str, Any], ...]],
+    ) -> None:
+        """One context over several aggregates (and a new one). With an injected
+        exception or a stale aggregate inside, nothing of it may be written."""
+        targets = list(dict.fromkeys(self.pick(i).id for i in indexes))
+        key = self.key_for(new_key)
+        if key is not None and (self.key_error(key) or key in self.keys):
+            key = None
+        if failure == "stale" and not any(self.is_stale(t) for t in targets):
+            failure = "raise"
+        expected: type[Exception] | None = {
+            "raise": InjectedFailure,
+            "stale": ConcurrencyError,
+            "none": None,
+        }[failure]
+        pending: list[ModelEvent] = []
+        created = self.cls()
+        event_type, payload_changes = changes
+        when = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+        def body(ctx: EventStoreContext) -> None:
+            for aggregate_id in targets:
+                handle = self.handles.get(aggregate_id)
+                if failure == "stale" and handle is not None and self.is_stale(aggregate_id):
+                    agg = handle
+                else:
+                    agg = self.cls()
+                    ctx.load_state_into(agg, aggregate_id)
+                self.capture(agg, pending)(ctx, event_type, payload_changes, when, "multi")
+            if key is None:
+                ctx.create_aggregate_into(created)
+            else:
+                ctx.create_aggregate_with_key_into(created, key)
+            self.capture(created, pending)(ctx, event_type, payload_changes, when, "multi")
+            if failure == "raise":
+                raise InjectedFailure("injected failure after capturing events")
+
+        if self.run_context(expected, body):
+            self.aggregates[created.id] = ModelAggregate(created.id, key)
+            if key is not None:
+                self.keys[key] = created.id
+                self.dropped_keys.discard(key)
+            self.commit_events(pending)
+        else:
+            self.forget_handles(targets)
+            if key is not None:
+                # The key of the aggregate that was never created must still be free.
+                self.dropped_keys.add(key)
+        self.dirty.update(targets)
+
+    def is_stale(self, aggregate_id: int) -> bool:
+        """True when the kept handle of the aggregate is behind storage."""
+        handle = self.handles.get(aggregate_id)
+        model = self.aggregates[aggregate_id]
+        return handle is not None and handle.sequence != model.sequence
+
+    @precondition(lambda self: any(m.sequence > 0 for m in self.aggregates.values()))
+    @rule(index=st.integers(0, 99), back=st.integers(0, 6))
+    def snapshot(self, index: int, back: int) -> None:
+        """Save a snapshot at the current sequence or an older one (the highest wins)."""
+        candidates = [m for m in self.aggregates.values() if m.sequence > 0]
+        model = candidates[index % len(candidates)]
+        sequences = [e.sequence for e in model.events if e.sequence not in model.snapshots]
+        if not sequences:
+            return
+        sequence = sequences[max(0, len(sequences) - 1 - back)]
+        state = _kernels.dumps(model.state_at(sequence), "snapshot")
+
+        def body(ctx: EventStoreContext) -> None:
+            ctx.save_snapshot(Snapshot(model.id, state, sequence))
+
+        self.run_context(None, body)
+        model.snapshots[sequence] = state
+        self.dirty.add(model.id)
+
+    @precondition(lambda self: self.aggregates)
+    @rule(index=st.integers(0, 99), kind=KEY_KINDS.filter(lambda k: k != "none"))
+    def change_key(self, index: int, kind: str) -> None:
+        """Give an aggregate a new natural key (its own key again is a no-op)."""
+        model = self.pick(index)
+        key = self.key_for(kind)
+        assert key is not None
+        expected = self.key_error(key)
+        holder = self.keys.get(key)
+        if expected is None and holder is not None and holder != model.id:
+            expected = ConstraintViolationError
+
+        def body(ctx: EventStoreContext) -> None:
+            ctx.change_aggregate_natural_key(model.id, key)
+
+        if self.run_context(expected, body):
+            if model.key is not None and model.key != key:
+                del self.keys[model.key]
+                self.dropped_keys.add(model.key)
+            model.key = key
+            self.keys[key] = model.id
+            self.dropped_keys.discard(key)
+        self.dirty.add(model.id)
+
+    @rule(index=st.integers(0, 1), limit=st.integers(1, 5), ack=st.booleans())
+    def poll(self, index: int, limit: int, ack: bool) -> None:
+        """Read a batch of a durable subscription; acknowledge it (advance the cursor)
+        or not (the next poll must deliver the same events again)."""
+        model = self.subscriptions[index]
+        engine = self.engine
+        subscription = engine.get_subscription_by_name(None, model.name)
+        assert subscription.last_event_id == model.last_event_id
+        batch = engine.get_events_for_subscription(None, subscription, limit)
+        self.figures.polls += 1
+        matching = [
+            e for e in self.log if model.event_types is None or e.event_type in model.event_types
+        ]
+        expected = matching[model.acknowledged : model.acknowledged + limit]
+        _same([read_fields(e) for e in batch], [e.as_read() for e in expected], model.name)
+        ids = [e.event_id for e in batch]
+        assert ids == sorted(set(ids)) and all(i > model.last_event_id for i in ids)
+        self.figures.events_checked += len(batch)
+        if not (ack and batch):
+            return
+        engine.advance_subscription_cursor(None, subscription.id, ids[-1], model.owner)
+        # Moving a cursor back is ignored, with or without an owner.
+        engine.advance_subscription_cursor(None, subscription.id, model.last_event_id)
+        model.acknowledged += len(batch)
+        model.last_event_id = ids[-1]
+        after = engine.get_subscription_by_name(None, model.name)
+        assert after.last_event_id == ids[-1]
+
+    # -- checks ---------------------------------------------------------------------
+    def check_loaded(self, agg: TallyAggregate, model: ModelAggregate) -> None:
+        """A loaded aggregate has the model's id, sequence and state."""
+        assert (agg.id, agg.sequence) == (model.id, model.sequence)
+        assert agg.state == model.state_at(model.sequence)
+
+    def check_aggregate(self, model: ModelAggregate) -> None:
+        """Storage holds exactly what the model expects of one aggregate."""
+        with self.store.readonly_context() as ctx:
+            state = ctx.load_aggregate_state(self.aggregate_type, model.id)
+            snapshot = model.latest_snapshot()
+            assert state.natural_key == model.key
+            assert state.snapshot == snapshot
+            after = snapshot.sequence if snapshot is not None else 0
+            expected = [e.as_read() for e in model.events if e.sequence > after]
+            _same([read_fields(e) for e in state.events], expected, f"aggregate {model.id}")
+            self.figures.events_checked += len(state.events)
+            if model.key is not None:
+                by_key = ctx.load_aggregate_state_by_key(self.aggregate_type, model.key)
+                assert by_key.aggregate_id == model.id
+            agg = self.cls()
+            ctx.load_state_into(agg, model.id)
+            self.check_loaded(agg, model)
+
+    def check_dropped_keys(self) -> None:
+        """Keys given up (or never committed) are found nowhere."""
+        engine = self.engine
+        type_id = engine.get_aggregate_type_id(None, self.aggregate_type)
+        for key in self.dropped_keys:
+            with pytest.raises(NotFoundError):
+                engine.get_aggregate_by_key(None, type_id, key)
+
+    @invariant()
+    def storage_matches_model(self) -> None:
+        """After each step, every aggregate the step touched reads back as modelled."""
+        for aggregate_id in sorted(self.dirty):
+            self.check_aggregate(self.aggregates[aggregate_id])
+        self.dirty.clear()
+
+    def teardown(self) -> None:
+        """At the end of an example: a full check of every aggregate and key."""
+        for model in self.aggregates.values():
+            self.check_aggregate(model)
+        self.check_dropped_keys()
+        for model_sub in self.subscriptions:
+            self.engine.release_subscription(None, model_sub.name, model_sub.owner)
+
+
+def _is_expected(exc: Exception, expected: type[Exception]) -> bool:
+    # A ConcurrencyError is a ConstraintViolationError; a duplicate key must not be one.
+    if isinstance(exc, ConcurrencyError) and expected is not ConcurrencyError:
+        return False
+    return isinstance(exc, expected)
+
+
+def _same(actual: object, expected: object, what: str) -> None:
+    if actual != expected:
+        raise AssertionError(f"{what}: read {actual!r}, the model expects {expected!r}")
+
+
+def _name(expected: type[Exception] | None) -> str:
+    return "success" if expected is None else expected.__name__
+
+
+def model_settings() -> settings:
+    """Hypothesis settings of the model test: ``EVERCORE_RELIABILITY_EXAMPLES`` examples
+    (default 200) of at most ``EVERCORE_RELIABILITY_STEPS`` steps (default 12)."""
+    return settings(
+        max_examples=_env_int("EVERCORE_RELIABILITY_EXAMPLES", 200),
+        stateful_step_count=_env_int("EVERCORE_RELIABILITY_STEPS", 12),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        database=None,
+    )
+
+
+class _EngineFixture:
+    """The ``engine`` fixture every suite needs; subclasses override it."""
+
+    @pytest.fixture
+    def engine(self) -> Iterator[StorageEngine]:
+        """Override in the subclass: yield a fresh, empty engine per test."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define an `engine` fixture yielding a fresh engine"
+        )
+        yield  # pragma: no cover - makes this a generator fixture like the overrides
+
+
+class ModelBasedReliability(_EngineFixture):
+    """Mix-in: the facade on ``engine`` behaves exactly like the reference model."""
+
+    def test_model_based_contexts_and_subscriptions(self, engine: StorageEngine) -> None:
+        figures = ModelFigures()
+        machine = type(
+            "StoreMachineOnEngine", (StoreMachine,), {"engine": engine, "figures": figures}
+        )
+        started = time.monotonic()
+        run_state_machine_as_test(machine, settings=model_settings())
+        record_figures(
+            "model-based contexts and subscriptions",
+            backend_label(engine),
+            examples=figures.examples,
+            operations=figures.steps + figures.polls,
+            contexts_committed=figures.contexts_committed,
+            contexts_refused=figures.contexts_refused,
+            events_written=figures.events_written,
+            events_checked=figures.events_checked,
+            lost=0,
+            duplicates=0,
+            seconds=round(time.monotonic() - started, 1),
+        )
