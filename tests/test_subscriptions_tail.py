@@ -238,3 +238,28 @@ def test_tail_subprocess_follows_and_stops_cleanly_on_signals(
             process.communicate()
     assert process.returncode == status, stderr
     assert "Traceback" not in stderr
+
+
+def test_tail_subprocess_exits_quietly_when_the_reader_goes_away(
+    store: tuple[str, SqliteStorageEngine],
+) -> None:
+    uri, engine = store
+    for _ in range(20):
+        write_aggregate(engine, "Order", ["Placed"] * 100)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "tail", uri, "--from", "beginning", "--batch-size", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        read_lines(process, 1)
+        assert process.stdout is not None
+        process.stdout.close()  # like `evercore tail ... | head -1`
+        assert process.wait(timeout=20) == EXIT_OK
+        assert process.stderr is not None
+        assert process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
