@@ -543,7 +543,9 @@ def run_subscription(
     * whatever ``handler`` raised, unchanged, with the cursor unmoved so that the
       next runner gets the same batch again (at-least-once).
 
-    The lease is released on every exit.
+    The lease is released on every exit. It is renewed while ``handler`` runs, so a
+    handler that never returns holds the subscription forever: give the handler's
+    own I/O timeouts.
     """
     reader = _DurableReader(engine, name, filter, start, options)
     _drive(engine, reader, handler, options.poll_interval, stop)
