@@ -18,6 +18,7 @@ the transaction's first write:
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -26,7 +27,8 @@ from collections.abc import Callable
 from evercore.engines.sqlite._config import SqliteConfig
 from evercore.errors import StorageEngineError
 
-_RETRY_PAUSE = 0.005
+_FIRST_PAUSE = 0.0001
+_LONGEST_PAUSE = 0.002
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
@@ -88,18 +90,27 @@ def check_path(path: str) -> None:
 def begin_immediate(conn: sqlite3.Connection, config: SqliteConfig) -> None:
     """Take the write lock, waiting up to the busy timeout, then raise clearly.
 
-    SQLite's busy handler already waits inside ``execute``; the loop covers the
-    cases where SQLite reports busy without calling the handler.
+    SQLite's own busy handler sleeps 1, 2, 5, ... up to 100 ms between attempts, so
+    a process that commits and begins again at once keeps the lock while the
+    others sleep: writers starve, and under steady load fail after the timeout.
+    Here SQLite does not wait (``busy_timeout`` 0 for this statement) and retries
+    come every 0.1-2 ms with jitter, so waiting writers get their turn.
     """
     deadline = time.monotonic() + config.busy_timeout
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not is_busy(exc) or time.monotonic() >= deadline:
-                raise translate(exc, config, "beginning a write transaction") from exc
-            time.sleep(_RETRY_PAUSE)
+    pause = _FIRST_PAUSE
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise translate(exc, config, "beginning a write transaction") from exc
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, _LONGEST_PAUSE)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {round(config.busy_timeout * 1000)}")
 
 
 class ConnectionPool:
