@@ -34,7 +34,9 @@ what it did (operations, faults, events checked, lost, duplicates) to it; see
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import random
 import threading
 import time
 import uuid
@@ -68,11 +70,14 @@ from evercore.errors import (
 )
 from evercore.events import event_type_name, state_event
 from evercore.spi import StorageEngine
-from evercore.store import EventStore
+from evercore.store import EventStore, connect
 from evercore.values import (
     START_BEGINNING,
     SerializedEvent,
     Snapshot,
+    StartFrom,
+    SubscriptionFilter,
+    SubscriptionOptions,
 )
 
 FIGURES_ENV = "EVERCORE_RELIABILITY_FIGURES"
@@ -244,9 +249,7 @@ class InjectedFailure(Exception):
 
 # ------------------------------------------------------------------ strategies --
 _TIMEZONES = (timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8)))
-_TEXT = st.text(
-    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12
-)
+_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12)
 EVENT_TIMES = st.datetimes(
     min_value=datetime(1971, 1, 1),
     max_value=datetime(2200, 1, 1),
@@ -820,6 +823,211 @@ class ModelBasedReliability(_EngineFixture):
             contexts_refused=figures.contexts_refused,
             events_written=figures.events_written,
             events_checked=figures.events_checked,
+            lost=0,
+            duplicates=0,
+            seconds=round(time.monotonic() - started, 1),
+        )
+
+
+# ------------------------------------------------------------ concurrency stress --
+def _append_with_retry(store: EventStore, cls: type[TallyAggregate], aggregate_id: int) -> int:
+    """Read-modify-append one event the optimistic way: load the aggregate in one
+    context, write from the loaded copy in another, and on ``ConcurrencyError`` reload
+    and try again. Returns how many conflicts it met."""
+    conflicts = 0
+    while True:
+        agg = cls()
+        with store.readonly_context() as reading:
+            reading.load_state_into(agg, aggregate_id)
+        time.sleep(random.random() / 1000)  # widen the race window a little
+        try:
+            with store.context() as ctx:
+                ctx.apply_event_to(agg, TallyChanged(amount=agg.state.amount + 1))
+        except ConcurrencyError:
+            conflicts += 1
+            continue
+        return conflicts
+
+
+class ConcurrencyStress(_EngineFixture):
+    """Mix-in: several threads read-modify-append the same few aggregates."""
+
+    threads: ClassVar[int] = 4
+    aggregates: ClassVar[int] = 3
+    appends_per_thread: ClassVar[int] = 100
+
+    def test_read_modify_append_from_threads_loses_nothing(self, engine: StorageEngine) -> None:
+        """Final sequences are 1..N without gap or duplicate, N is the number of
+        acknowledged appends, each append saw the previous one (amount == N), and the
+        threads really raced (conflicts > 0)."""
+        store = EventStore(engine)
+        cls = tally_class(f"stress{uuid.uuid4().hex[:8]}.Tally")
+        ids = [
+            store.in_context(lambda ctx: ctx.new_aggregate_id(cls.aggregate_type))
+            for _ in range(self.aggregates)
+        ]
+        acknowledged = {aggregate_id: 0 for aggregate_id in ids}
+        conflicts = 0
+        lock = threading.Lock()
+        start = threading.Barrier(self.threads)
+        errors: list[BaseException] = []
+
+        def worker(seed: int) -> None:
+            nonlocal conflicts
+            rng = random.Random(seed)
+            start.wait()
+            try:
+                for _ in range(self.appends_per_thread):
+                    aggregate_id = rng.choice(ids)
+                    met = _append_with_retry(store, cls, aggregate_id)
+                    with lock:
+                        acknowledged[aggregate_id] += 1
+                        conflicts += met
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        started = time.monotonic()
+        workers = [threading.Thread(target=worker, args=(n,)) for n in range(self.threads)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join(timeout=120)
+        assert not any(t.is_alive() for t in workers), "a worker is still running after 120 s"
+        assert not errors, errors
+        checked = 0
+        for aggregate_id in ids:
+            events = engine.get_events_for_aggregate(None, aggregate_id, 0)
+            count = acknowledged[aggregate_id]
+            assert [e.sequence for e in events] == list(range(1, count + 1))
+            agg = cls()
+            with store.readonly_context() as ctx:
+                ctx.load_state_into(agg, aggregate_id)
+            assert agg.state.amount == count, "an append was based on a stale read"
+            checked += len(events)
+        assert sum(acknowledged.values()) == self.threads * self.appends_per_thread
+        assert conflicts > 0, "the writers never conflicted: the test did not race"
+        record_figures(
+            "threads read-modify-append",
+            backend_label(engine),
+            operations=self.threads * self.appends_per_thread + conflicts,
+            conflicts=conflicts,
+            events_checked=checked,
+            lost=0,
+            duplicates=0,
+            seconds=round(time.monotonic() - started, 1),
+        )
+
+
+def write_from_process(
+    uri: str, aggregate_type: str, contexts: int, seed: int
+) -> list[tuple[int, int]]:
+    """A writer process: open the store at ``uri`` and run ``contexts`` contexts, each
+    appending one to three events to one or two of its own aggregates (new ones now and
+    then). Returns the acknowledged (aggregate id, sequence) pairs."""
+    rng = random.Random(seed)
+    cls = tally_class(aggregate_type)
+    acknowledged: list[tuple[int, int]] = []
+    with connect(uri) as store:
+        mine: list[int] = []
+        for n in range(contexts):
+            pending: list[tuple[int, int]] = []
+            with store.context() as ctx:
+                if not mine or rng.random() < 0.2:
+                    mine.append(ctx.new_aggregate_id(aggregate_type))
+                for aggregate_id in rng.sample(mine, min(len(mine), rng.choice((1, 2)))):
+                    agg = cls()
+                    ctx.load_state_into(agg, aggregate_id)
+                    for _ in range(rng.randint(1, 3)):
+                        ctx.apply_event_to(agg, TallyChanged(amount=n, note=f"p{seed}"))
+                        pending.append((aggregate_id, agg.sequence))
+            acknowledged.extend(pending)
+    return acknowledged
+
+
+class MultiProcessStress(_EngineFixture):
+    """Mix-in: writer processes append while a durable subscription reads small batches.
+
+    Needs an ``engine_uri`` fixture besides ``engine``: a URI of the same store that
+    each writer process opens itself. Not for per-process backends such as memory.
+    """
+
+    processes: ClassVar[int] = 3
+    contexts_per_process: ClassVar[int] = 150
+    batch_size: ClassVar[int] = 7
+
+    @pytest.fixture
+    def engine_uri(self) -> str:
+        """Override in the subclass: the URI of the store ``engine`` is open on."""
+        raise NotImplementedError(f"{type(self).__name__} must define an `engine_uri` fixture")
+
+    def test_writer_processes_and_a_subscriber(
+        self, engine: StorageEngine, engine_uri: str
+    ) -> None:
+        """Delivered equals stored, no duplicates (the handler never fails), and each
+        aggregate's events arrive in sequence order."""
+        store = EventStore(engine)
+        aggregate_type = f"mp{uuid.uuid4().hex[:8]}.Tally"
+        delivered: list[SerializedEvent] = []
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def handler(batch: list[SerializedEvent]) -> None:
+            assert len(batch) <= self.batch_size
+            delivered.extend(batch)
+
+        def subscriber() -> None:
+            try:
+                store.run_subscription(
+                    f"{aggregate_type}.reader",
+                    SubscriptionFilter(aggregate_type=aggregate_type),
+                    StartFrom.beginning(),
+                    SubscriptionOptions(batch_size=self.batch_size, poll_interval=0.05, lease=30),
+                    handler,
+                    stop=stop,
+                )
+            except BaseException as exc:
+                failures.append(exc)
+
+        started = time.monotonic()
+        reader = threading.Thread(target=subscriber)
+        reader.start()
+        spawn = multiprocessing.get_context("spawn")
+        try:
+            with spawn.Pool(self.processes) as pool:
+                reports = pool.starmap(
+                    write_from_process,
+                    [
+                        (engine_uri, aggregate_type, self.contexts_per_process, seed)
+                        for seed in range(self.processes)
+                    ],
+                )
+            stored = sorted(pair for report in reports for pair in report)
+            deadline = time.monotonic() + 60
+            while len(delivered) < len(stored) and time.monotonic() < deadline and not failures:
+                time.sleep(0.05)
+            time.sleep(0.2)  # anything delivered beyond the stored events shows up too
+        finally:
+            stop.set()
+            reader.join(timeout=30)
+        assert not failures, failures
+        ids = [e.event_id for e in delivered]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids), "duplicate or unordered delivery"
+        pairs = [(e.aggregate_id, e.sequence) for e in delivered]
+        assert sorted(pairs) == stored, "delivered differs from what the writers acknowledged"
+        by_aggregate: dict[int, list[int]] = {}
+        for aggregate_id, sequence in pairs:
+            by_aggregate.setdefault(aggregate_id, []).append(sequence)
+        for aggregate_id, sequences in by_aggregate.items():
+            assert sequences == list(range(1, len(sequences) + 1)), aggregate_id
+            stored_events = engine.get_events_for_aggregate(None, aggregate_id, 0)
+            assert [e.sequence for e in stored_events] == sequences
+        record_figures(
+            "writer processes + subscriber",
+            backend_label(engine),
+            operations=self.processes * self.contexts_per_process,
+            processes=self.processes,
+            batch_size=self.batch_size,
+            events_checked=len(delivered),
             lost=0,
             duplicates=0,
             seconds=round(time.monotonic() - started, 1),
