@@ -69,11 +69,22 @@ def test_uri_with_a_path_is_refused() -> None:
 
 
 # -- indexes ------------------------------------------------------------------------
-class _Tripwire:
-    """Stands in for the global log: any use of it fails the test."""
+class _SpyColumn(list[Any]):
+    """Stands in for a column of the global log: records the positions read;
+    iterating or slicing it fails the test."""
 
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the global log was touched ({name})")
+    def __init__(self, data: list[Any]) -> None:
+        super().__init__(data)
+        self.read: set[int] = set()
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, int):
+            raise AssertionError(f"a log column was sliced ({index!r})")
+        self.read.add(index)
+        return super().__getitem__(index)
+
+    def __iter__(self) -> Iterator[Any]:
+        raise AssertionError("a log column was scanned")
 
 
 class _SpyDict(dict[int, Any]):
@@ -107,13 +118,21 @@ def test_loading_an_aggregate_reads_only_its_own_events(engine: MemoryStorageEng
     for aggregate_id in aggregates:
         engine.write_state(None, [_event(aggregate_id, s, event_type_id) for s in (1, 2, 3)], [])
     target = aggregates[7]
-    spy = _SpyDict(engine._events)
-    engine._events = spy
-    engine._log = _Tripwire()  # type: ignore[assignment]
+    targets_positions = {i for i, a in enumerate(engine._log.columns.aggregate_ids) if a == target}
+    spy = _SpyDict(engine._by_aggregate)
+    engine._by_aggregate = spy  # type: ignore[assignment]
+    columns = engine._log.columns
+    spied = {name: _SpyColumn(getattr(columns, name)) for name in columns.__slots__}
+    for name, column in spied.items():
+        setattr(columns, name, column)
+    engine._log.aggregate_type_ids = _SpyColumn(engine._log.aggregate_type_ids)
     events = engine.get_events_for_aggregate(None, target, 1)
     assert [(e.aggregate_id, e.sequence) for e in events] == [(target, 2), (target, 3)]
     assert engine.get_snapshot_for_aggregate(None, target) is None
     assert spy.looked_up == {target}
+    assert spied["states"].read == {e.event_id - 1 for e in events}
+    for column in (*spied.values(), engine._log.aggregate_type_ids):
+        assert column.read <= targets_positions
 
 
 def test_out_of_order_sequences_are_kept_in_sequence_order(engine: MemoryStorageEngine) -> None:

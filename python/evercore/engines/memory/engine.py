@@ -17,19 +17,22 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from bisect import bisect_left, bisect_right, insort
+from collections import ChainMap, defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
-from evercore._kernels import filter_events
+from evercore._kernels import filter_events, validate_sequences
 from evercore.errors import (
     ConcurrencyError,
     ConfigurationError,
     ConstraintViolationError,
     NotFoundError,
+    SequenceError,
     StorageEngineError,
     SubscriptionLeaseLost,
 )
@@ -122,56 +125,135 @@ class _TypeTable:
         self.names[type_id] = name
 
 
-class _AggregateEvents:
-    """One aggregate's committed events in sequence order, with the sequences to bisect."""
+_SEQUENCE = attrgetter("sequence")
+_TZINFO = attrgetter("tzinfo")
+_TYPE_ID = attrgetter("type_id")
+_PLUS_ONE: Callable[[int], int] = (1).__add__
+"""Position -> event id."""
 
-    __slots__ = ("events", "sequences")
+# Builds a SerializedEvent from a row without calling its Python-level __new__ (a
+# NamedTuple is a tuple), which is most of the cost of making one.
+_new_event: Callable[[type[SerializedEvent], Iterable[object]], SerializedEvent] = tuple.__new__
+
+
+def _follows(
+    aggregate_ids: Sequence[int], sequences: Sequence[int], last: Mapping[int, int]
+) -> bool:
+    """True when each aggregate's sequences in the batch run on without a gap from
+    ``last[aggregate]`` (from anywhere >= 1 for an aggregate missing in ``last``).
+
+    Such a batch holds no duplicate, so the exact per-event check can be skipped; the
+    sequence kernel decides it in one pass, and every batch the facade writes passes.
+    """
+    try:
+        validate_sequences(aggregate_ids, sequences, last)
+    except SequenceError:
+        return False
+    return True
+
+
+def _gather(column: list[Any], positions: Sequence[int]) -> Sequence[Any]:
+    """The items of ``column`` at ``positions`` (a C-level gather for a list of them)."""
+    if isinstance(positions, range) and positions.step == 1:
+        return column[positions.start : positions.stop]
+    if len(positions) == 1:
+        return (column[positions[0]],)
+    return itemgetter(*positions)(column) if positions else ()
+
+
+class _Batch(NamedTuple):
+    """The events of one ``write_state`` call, transposed into columns."""
+
+    aggregate_ids: tuple[int, ...]
+    sequences: tuple[int, ...]
+    event_type_ids: tuple[int, ...]
+    states: tuple[str, ...]
+    times: tuple[datetime, ...]
+    references: tuple[str, ...]
+
+    @classmethod
+    def of(cls, events: Sequence[StorageEngineEvent]) -> _Batch:
+        """Transpose ``events`` (at C speed) with every time made aware UTC."""
+        batch = cls(*zip(*events, strict=True))
+        if set(map(_TZINFO, batch.times)) != {timezone.utc}:
+            batch = batch._replace(times=tuple(map(_utc, batch.times)))
+        return batch
+
+
+class _Columns:
+    """Events as parallel lists in ``StorageEngineEvent`` field order, filled by whole
+    batches. Atoms in lists rather than an object per event: cheaper to fill, and
+    nothing per event for the garbage collector to walk (NamedTuples stay tracked)."""
+
+    __slots__ = ("aggregate_ids", "event_type_ids", "references", "sequences", "states", "times")
 
     def __init__(self) -> None:
+        self.aggregate_ids: list[int] = []
         self.sequences: list[int] = []
-        self.events: list[SerializedEvent] = []
+        self.event_type_ids: list[int] = []
+        self.states: list[str] = []
+        self.times: list[datetime] = []
+        self.references: list[str] = []
 
-    def add(self, event: SerializedEvent) -> None:
-        if not self.sequences or event.sequence > self.sequences[-1]:
-            self.sequences.append(event.sequence)
-            self.events.append(event)
-            return
-        # Out-of-order sequences are legal for write_state (it only rejects duplicates).
-        at = bisect_left(self.sequences, event.sequence)
-        self.sequences.insert(at, event.sequence)
-        self.events.insert(at, event)
+    def __len__(self) -> int:
+        return len(self.aggregate_ids)
 
-    def has(self, sequence: int) -> bool:
-        at = bisect_left(self.sequences, sequence)
-        return at < len(self.sequences) and self.sequences[at] == sequence
+    def extend(self, events: _Batch | _Columns) -> None:
+        self.aggregate_ids.extend(events.aggregate_ids)
+        self.sequences.extend(events.sequences)
+        self.event_type_ids.extend(events.event_type_ids)
+        self.states.extend(events.states)
+        self.times.extend(events.times)
+        self.references.extend(events.references)
 
-    def after(self, sequence: int) -> list[SerializedEvent]:
-        return self.events[bisect_right(self.sequences, sequence) :]
+    def read(
+        self,
+        positions: Sequence[int],
+        event_ids: Iterable[int],
+        event_type: Callable[[int], str],
+    ) -> list[SerializedEvent]:
+        """The events at ``positions`` as ``SerializedEvent``\\ s, built at C speed."""
+        rows = zip(
+            event_ids,
+            _gather(self.aggregate_ids, positions),
+            map(event_type, _gather(self.event_type_ids, positions)),
+            _gather(self.states, positions),
+            _gather(self.sequences, positions),
+            _gather(self.references, positions),
+            _gather(self.times, positions),
+            strict=False,  # event_ids may be endless (repeat(0))
+        )
+        return list(map(_new_event, itertools.repeat(SerializedEvent), rows))
 
 
 class _Log:
-    """The global log in columns (position = event id - 1) for the filter kernel."""
+    """The global log in columns (position = event id - 1): the events themselves and
+    the columns the filter kernel reads."""
 
     def __init__(self) -> None:
-        self.events: list[SerializedEvent] = []
+        self.columns = _Columns()
         self.aggregate_type_ids: list[int] = []
-        self.aggregate_ids: list[int] = []
-        self.event_type_ids: list[int] = []
         # Running maximum of event_time: non-decreasing, so the first event at or
         # after a time is found by bisecting it even though event times are not.
         self.max_times: list[datetime] = []
 
-    def append(self, event: SerializedEvent, aggregate_type_id: int, event_type_id: int) -> None:
-        self.events.append(event)
-        self.aggregate_type_ids.append(aggregate_type_id)
-        self.aggregate_ids.append(event.aggregate_id)
-        self.event_type_ids.append(event_type_id)
-        latest = self.max_times[-1] if self.max_times else event.event_time
-        self.max_times.append(max(latest, event.event_time))
+    def extend(self, columns: _Columns, aggregate_type_ids: Iterable[int]) -> None:
+        self.columns.extend(columns)
+        self.aggregate_type_ids.extend(aggregate_type_ids)
+        times: Iterable[datetime] = columns.times
+        if self.max_times:  # carry the running maximum on (it is pushed back first)
+            times = itertools.chain((self.max_times.pop(),), times)
+        self.max_times.extend(itertools.accumulate(times, max))
 
     @property
     def max_id(self) -> int:
-        return len(self.events)
+        return len(self.columns)
+
+    def read(
+        self, positions: Sequence[int], event_types: Mapping[int, str]
+    ) -> list[SerializedEvent]:
+        """The committed events at ``positions``."""
+        return self.columns.read(positions, map(_PLUS_ONE, positions), event_types.__getitem__)
 
     def first_id_at(self, moment: datetime) -> int:
         """The id of the first event with time >= ``moment``, 0 when none."""
@@ -254,12 +336,6 @@ _SubscriptionOp = Callable[[_Subscriptions], object]
 """A subscription change, run under the lock; a transaction replays it at commit."""
 
 
-class _Pending(NamedTuple):
-    event: SerializedEvent  # event_id 0 until commit
-    aggregate_type_id: int
-    event_type_id: int
-
-
 class MemoryTransaction:
     """A transaction of :class:`MemoryStorageEngine`: a private buffer of writes.
 
@@ -275,15 +351,33 @@ class MemoryTransaction:
         self.pending_types: dict[_TypeTable, dict[str, int]] = {}
         self.aggregates: dict[int, _Aggregate] = {}
         self.keys: dict[str, int | None] = {}  # None: the key was given up
-        self.events: list[_Pending] = []
-        self.events_by_aggregate: dict[int, dict[int, SerializedEvent]] = {}
-        self.snapshots: dict[int, Snapshot] = {}
+        self.columns = _Columns()
+        # The highest sequence per aggregate this transaction has seen stored or wrote.
+        self.last_sequences: dict[int, int] = {}
+        # True while every batch ran on from the stored sequences (see ``_follows``).
+        self.in_order = True
+        # The log's length when the first event was checked: if it is unchanged at
+        # commit, nothing was committed meanwhile and the check still holds.
+        self.checked_at: int | None = None
+        self.snapshots: list[Snapshot] = []
+        # Buffer positions per aggregate, built only when a read in the transaction
+        # needs them (the facade never reads its own buffered events).
+        self._positions: dict[int, list[int]] = {}
+        self._indexed = 0
         self.subscriptions: _Subscriptions | None = None
         self.subscription_ops: list[tuple[_SubscriptionOp, object]] = []
 
     def pending(self, table: _TypeTable) -> dict[str, int]:
         """The names this transaction registered in ``table``."""
         return self.pending_types.setdefault(table, {})
+
+    def positions_of(self, aggregate_id: int) -> list[int]:
+        """Where ``aggregate_id``'s buffered events are in ``columns``, in write order."""
+        aggregate_ids = self.columns.aggregate_ids
+        for position in range(self._indexed, len(aggregate_ids)):
+            self._positions.setdefault(aggregate_ids[position], []).append(position)
+        self._indexed = len(aggregate_ids)
+        return self._positions.get(aggregate_id, [])
 
     def commit(self) -> None:
         """Apply every buffered write atomically; on error nothing is applied."""
@@ -299,7 +393,8 @@ class MemoryTransaction:
     def rollback(self) -> None:
         """Discard every buffered write."""
         self.finished = True
-        self.events.clear()
+        self.columns = _Columns()
+        self.snapshots.clear()
         self.subscription_ops.clear()
 
 
@@ -316,7 +411,10 @@ class MemoryStorageEngine:
         self._subscription_ids = itertools.count(1)
         self._aggregates: dict[int, _Aggregate] = {}
         self._keys: dict[str, int] = {}
-        self._events: dict[int, _AggregateEvents] = {}
+        # Each aggregate's committed events (log positions, in sequence order) and its
+        # highest sequence.
+        self._by_aggregate: defaultdict[int, list[int]] = defaultdict(list)
+        self._last_sequences: dict[int, int] = {}
         self._snapshots: dict[int, Snapshot] = {}
         self._log = _Log()
         self._subscriptions = _Subscriptions()
@@ -513,14 +611,16 @@ class MemoryStorageEngine:
     def get_snapshot_for_aggregate(
         self, tx: Transaction | None, aggregate_id: int
     ) -> Snapshot | None:
-        """The snapshot with the highest sequence, or None."""
+        """The snapshot with the highest sequence (the later one on a tie), or None."""
         own = self._tx(tx)
         with self._lock:
-            committed = self._snapshots.get(aggregate_id)
-        mine = None if own is None else own.snapshots.get(aggregate_id)
-        if mine is not None and (committed is None or mine.sequence >= committed.sequence):
-            return mine
-        return committed
+            latest = self._snapshots.get(aggregate_id)
+        for snapshot in () if own is None else own.snapshots:
+            if snapshot.aggregate_id == aggregate_id and (
+                latest is None or snapshot.sequence >= latest.sequence
+            ):
+                latest = snapshot
+        return latest
 
     def get_events_for_aggregate(
         self, tx: Transaction | None, aggregate_id: int, after_sequence: int
@@ -531,52 +631,73 @@ class MemoryStorageEngine:
         ``event_id`` 0 (ids are given at commit)."""
         own = self._tx(tx)
         with self._lock:
-            index = self._events.get(aggregate_id)
-            events = [] if index is None else index.after(after_sequence)
-        pending = None if own is None else own.events_by_aggregate.get(aggregate_id)
-        if pending:
-            events.extend(e for seq, e in pending.items() if seq > after_sequence)
-            events.sort(key=lambda e: e.sequence)
+            log = self._log
+            stored = self._by_aggregate.get(aggregate_id, [])
+            after = bisect_right(stored, after_sequence, key=log.columns.sequences.__getitem__)
+            events = log.read(stored[after:], self._event_types.names)
+            if own is None:
+                return events
+            pending = own.pending(self._event_types)
+            names = self._event_types.names | {type_id: n for n, type_id in pending.items()}
+        mine = own.columns.read(
+            own.positions_of(aggregate_id), itertools.repeat(0), names.__getitem__
+        )
+        mine = [event for event in mine if event.sequence > after_sequence]
+        if mine:
+            events.extend(mine)
+            events.sort(key=_SEQUENCE)
         return events
 
-    def _has_sequence(self, own: MemoryTransaction, aggregate_id: int, sequence: int) -> bool:
-        """True when the sequence is committed or buffered (caller holds the lock)."""
-        index = self._events.get(aggregate_id)
-        if index is not None and index.has(sequence):
-            return True
-        return sequence in own.events_by_aggregate.get(aggregate_id, ())
+    def _stored_has(self, aggregate_id: int, sequence: int) -> bool:
+        """True when the sequence is committed (caller holds the lock)."""
+        stored = self._by_aggregate.get(aggregate_id)
+        if not stored:
+            return False
+        sequences = self._log.columns.sequences
+        at = bisect_left(stored, sequence, key=sequences.__getitem__)
+        return at < len(stored) and sequences[stored[at]] == sequence
 
-    def _stage_events(
-        self, own: MemoryTransaction, events: Sequence[StorageEngineEvent]
-    ) -> list[_Pending]:
-        """Check a batch against committed, buffered and its own events (caller holds the lock)."""
-        staged: list[_Pending] = []
-        seen: set[tuple[int, int]] = set()
-        event_types = own.pending(self._event_types)
-        for event in events:
-            found = self._aggregate(own, event.aggregate_id)
-            if found is None:
-                raise NotFoundError(
-                    f"aggregate {event.aggregate_id} not found (event sequence {event.sequence})"
-                )
-            event_type = self._event_types.name_of(event.event_type_id, event_types)
-            if event_type is None:
-                raise NotFoundError(f"event type id {event.event_type_id} is not registered")
-            slot = (event.aggregate_id, event.sequence)
-            if slot in seen or self._has_sequence(own, *slot):
-                raise ConcurrencyError(*slot)
-            seen.add(slot)
-            serialized = SerializedEvent(
-                0,
-                event.aggregate_id,
-                event_type,
-                event.state,
-                event.sequence,
-                event.reference,
-                _utc(event.event_time),
+    def _missing_aggregates(self, own: MemoryTransaction, aggregate_ids: Iterable[int]) -> set[int]:
+        """The ids among ``aggregate_ids`` that ``own`` does not see (caller holds the lock).
+
+        Intersecting a dict's keys with a set walks the smaller side, so this costs
+        the batch's distinct ids, not the store's size."""
+        missing = set(aggregate_ids)
+        missing -= self._aggregates.keys() & missing
+        if missing:
+            missing -= own.aggregates.keys() & missing
+        return missing
+
+    def _check_batch(self, own: MemoryTransaction, batch: _Batch) -> bool:
+        """Refuse a batch naming an unknown aggregate or event type, or repeating a
+        stored, buffered or its own (aggregate, sequence); True when it runs on from
+        the stored sequences (see ``_follows``). Caller holds the lock."""
+        missing = self._missing_aggregates(own, batch.aggregate_ids)
+        if missing:
+            aggregate_id, sequence = next(
+                pair
+                for pair in zip(batch.aggregate_ids, batch.sequences, strict=True)
+                if pair[0] in missing
             )
-            staged.append(_Pending(serialized, found.type_id, event.event_type_id))
-        return staged
+            raise NotFoundError(f"aggregate {aggregate_id} not found (event sequence {sequence})")
+        event_types = own.pending(self._event_types)
+        for event_type_id in set(batch.event_type_ids):
+            if self._event_types.name_of(event_type_id, event_types) is None:
+                raise NotFoundError(f"event type id {event_type_id} is not registered")
+        seen = own.last_sequences
+        last = ChainMap(seen, self._last_sequences) if seen else self._last_sequences
+        if _follows(batch.aggregate_ids, batch.sequences, last):
+            return True
+        written: set[tuple[int, int]] = set()
+        for slot in zip(batch.aggregate_ids, batch.sequences, strict=True):
+            if slot in written or self._stored_has(*slot) or self._buffered_has(own, *slot):
+                raise ConcurrencyError(*slot)
+            written.add(slot)
+        return False
+
+    def _buffered_has(self, own: MemoryTransaction, aggregate_id: int, sequence: int) -> bool:
+        sequences = own.columns.sequences
+        return any(sequences[p] == sequence for p in own.positions_of(aggregate_id))
 
     def write_state(
         self,
@@ -586,47 +707,71 @@ class MemoryStorageEngine:
     ) -> None:
         """Buffer events and snapshots; a duplicate (aggregate, sequence) raises
         ``ConcurrencyError`` and dooms the transaction (nothing of it is kept)."""
-        with self._writing(tx) as own:
+        batch = _Batch.of(events) if events else None
+        with self._writing(tx) as own, self._lock:
             try:
-                with self._lock:
-                    staged = self._stage_events(own, events)
-                    for snapshot in snapshots:
-                        if self._aggregate(own, snapshot.aggregate_id) is None:
-                            raise NotFoundError(
-                                f"snapshot for aggregate {snapshot.aggregate_id}, which does "
-                                "not exist"
-                            )
+                in_order = batch is None or self._check_batch(own, batch)
+                self._check_snapshots(own, snapshots)
             except (ConcurrencyError, NotFoundError) as error:
                 own.failure = error
                 raise
-            for pending in staged:
-                own.events.append(pending)
-                by_sequence = own.events_by_aggregate.setdefault(pending.event.aggregate_id, {})
-                by_sequence[pending.event.sequence] = pending.event
-            for snapshot in snapshots:
-                _keep_latest(own.snapshots, snapshot)
+            if batch is not None:
+                self._buffer(own, batch, in_order)
+            own.snapshots.extend(snapshots)
+
+    def _check_snapshots(self, own: MemoryTransaction, snapshots: Sequence[Snapshot]) -> None:
+        missing = self._missing_aggregates(own, (s.aggregate_id for s in snapshots))
+        if missing:
+            raise NotFoundError(f"snapshot for aggregate {min(missing)}, which does not exist")
+
+    def _buffer(self, own: MemoryTransaction, batch: _Batch, in_order: bool) -> None:
+        """Add a checked batch to ``own`` (caller holds the lock)."""
+        if own.checked_at is None:
+            own.checked_at = self._log.max_id
+        own.columns.extend(batch)
+        seen = own.last_sequences
+        if in_order:
+            # Each aggregate's last sequence in the batch is its highest.
+            seen.update(zip(batch.aggregate_ids, batch.sequences, strict=True))
+            return
+        own.in_order = False
+        for aggregate_id, sequence in zip(batch.aggregate_ids, batch.sequences, strict=True):
+            before = seen.get(aggregate_id, self._last_sequences.get(aggregate_id, sequence))
+            seen[aggregate_id] = max(before, sequence)
 
     # -- commit ------------------------------------------------------------------
     def _commit(self, own: MemoryTransaction) -> None:
         """Apply a transaction atomically: check everything, then change everything."""
         with self._changed:
             self._check_keys(own)
-            for pending in own.events:
-                index = self._events.get(pending.event.aggregate_id)
-                if index is not None and index.has(pending.event.sequence):
-                    raise ConcurrencyError(pending.event.aggregate_id, pending.event.sequence)
+            in_order = self._recheck_events(own)
             subscriptions = self._replay_subscription_ops(own)
             for table, names in own.pending_types.items():
                 for name, type_id in names.items():
                     table.add(name, type_id)
             self._apply_aggregates(own)
-            self._apply_events(own.events)
-            for snapshot in own.snapshots.values():
+            if own.columns:
+                self._apply_events(own.columns, in_order)
+                self._changed.notify_all()
+            for snapshot in own.snapshots:
                 _keep_latest(self._snapshots, snapshot)
             if subscriptions is not None:
                 self._subscriptions = subscriptions
-            if own.events:
-                self._changed.notify_all()
+
+    def _recheck_events(self, own: MemoryTransaction) -> bool:
+        """Refuse ``own``'s events if one was committed by another transaction since it
+        was checked; True when they run on from the committed sequences."""
+        if own.checked_at is None or own.checked_at == self._log.max_id:
+            return own.in_order
+        columns = own.columns
+        if own.in_order and _follows(
+            columns.aggregate_ids, columns.sequences, self._last_sequences
+        ):
+            return True
+        for slot in zip(columns.aggregate_ids, columns.sequences, strict=True):
+            if self._stored_has(*slot):
+                raise ConcurrencyError(*slot)
+        return False
 
     def _check_keys(self, own: MemoryTransaction) -> None:
         """Refuse a key another transaction took since ``own`` saw it free."""
@@ -656,15 +801,30 @@ class MemoryStorageEngine:
             if aggregate.key is not None:
                 self._keys[aggregate.key] = aggregate_id
 
-    def _apply_events(self, pending_events: list[_Pending]) -> None:
+    def _apply_events(self, columns: _Columns, in_order: bool) -> None:
+        """Append a transaction's events to the log and the per-aggregate index.
+
+        The per-event work runs in C-level iterators (map, zip, accumulate) rather
+        than a Python loop: this is the whole cost of ingest in the engine."""
         log = self._log
-        for pending in pending_events:
-            event = pending.event._replace(event_id=log.max_id + 1)
-            log.append(event, pending.aggregate_type_id, pending.event_type_id)
-            index = self._events.get(event.aggregate_id)
-            if index is None:
-                index = self._events[event.aggregate_id] = _AggregateEvents()
-            index.add(event)
+        start = log.max_id
+        aggregates = map(self._aggregates.__getitem__, columns.aggregate_ids)
+        log.extend(columns, map(_TYPE_ID, aggregates))
+        positions = range(start, log.max_id)
+        if in_order:
+            # Every event follows its aggregate's stored ones: append each position to
+            # its aggregate's list (consumed by a zero-length deque, at C speed).
+            lists = map(self._by_aggregate.__getitem__, columns.aggregate_ids)
+            deque(map(list.append, lists, positions), maxlen=0)
+            self._last_sequences.update(zip(columns.aggregate_ids, columns.sequences, strict=True))
+            return
+        sequence_of = log.columns.sequences.__getitem__
+        last = self._last_sequences
+        for aggregate_id, sequence, position in zip(
+            columns.aggregate_ids, columns.sequences, positions, strict=True
+        ):
+            insort(self._by_aggregate[aggregate_id], position, key=sequence_of)
+            last[aggregate_id] = max(last.get(aggregate_id, sequence), sequence)
 
     def _replay_subscription_ops(self, own: MemoryTransaction) -> _Subscriptions | None:
         """The subscription table after replaying ``own``'s changes on the committed one.
@@ -877,20 +1037,21 @@ class MemoryStorageEngine:
                 if aggregate_id is None:
                     return []
             log = self._log
+            names = self._event_types.names
             unfiltered = aggregate_id is None and subscription.aggregate_type_id is None
             if unfiltered and event_types is None:
-                return log.events[start : start + limit]
+                return log.read(range(start, min(start + limit, log.max_id)), names)
             positions = filter_events(
                 log.aggregate_type_ids,
-                log.aggregate_ids,
-                log.event_type_ids,
+                log.columns.aggregate_ids,
+                log.columns.event_type_ids,
                 start=start,
                 limit=limit,
                 aggregate_type_id=subscription.aggregate_type_id,
                 aggregate_id=aggregate_id,
                 event_type_filter=event_types,
             )
-            return [log.events[position] for position in positions]
+            return log.read(positions, names)
 
     def get_max_event_id(self, tx: Transaction | None) -> int:
         """The highest committed event id, 0 when the log is empty."""
