@@ -1,13 +1,14 @@
 """How events, snapshots and subscriptions are laid out in Redis, and back.
 
-An event is stored as a *record*: ``seq:type:reflen:`` then its time as a
-32-character UTC ISO-8601 string (``2026-01-02T03:04:05.123456+00:00``, so that
-times compare as strings and need no delimiter), then the reference, then the
+An event is stored as one string, ``gid:aggregate id:seq:type:reflen:`` then its
+time as a 32-character UTC ISO-8601 string (``2026-01-02T03:04:05.123456+00:00``:
+it needs no delimiter and compares as a string), then the reference, then the
 state (``reflen`` counts characters, so the split is exact whatever the text
-holds). An aggregate's sorted set (scored by sequence) holds ``gid:`` + record; an
-entry of the global log stream has the id ``<gid>-0`` and one field ``e`` holding
-``aggregate id:aggregate type id:`` + record. Few, large strings keep both the
-Lua filters and the client's parsing cheap.
+holds). The client sends it without the ``gid:`` (assigned by ``commit.lua``);
+the aggregate's sorted set (scored by sequence) holds it, and so does the field
+``e`` of the log stream entry ``<gid>-0``, next to ``at`` (the aggregate type id,
+for server-side filters). One string per event keeps the arguments, the script
+and the client's parsing cheap.
 """
 
 from __future__ import annotations
@@ -50,47 +51,32 @@ def from_iso(text: str) -> datetime:
     return _from_iso(text)
 
 
-def record(event: StorageEngineEvent) -> str:
-    """The stored record of an event (see the module docstring)."""
+def encode_event(event: StorageEngineEvent) -> str:
+    """The ``commit.lua`` argument of an event (its stored form without ``gid:``)."""
     reference = event.reference
-    return (f"{event.sequence}:{event.event_type_id}:{len(reference)}:"
+    return (f"{event.aggregate_id}:{event.sequence}:{event.event_type_id}:{len(reference)}:"
             f"{to_iso(event.event_time)}{reference}{event.state}")
 
 
-def decode_members(
-    members: Sequence[str], aggregate_id: int, type_names: Mapping[str, str]
-) -> list[SerializedEvent]:
-    """An aggregate's stored events (sorted-set members); ``KeyError`` names an
-    event type id missing from ``type_names``."""
+def decode_events(stored: Sequence[str], type_names: Mapping[str, str]) -> list[SerializedEvent]:
+    """Stored events (sorted-set members or the ``e`` fields of log entries);
+    ``KeyError`` names an event type id missing from ``type_names``."""
     events: list[SerializedEvent] = []
     append = events.append
-    for member in members:
-        gid, seq, type_id, ref_len, tail = member.split(":", 4)
+    for text in stored:
+        gid, aggregate_id, seq, type_id, ref_len, tail = text.split(":", 5)
         cut = int(ref_len)
         body = tail[TIME_LENGTH:]
         append(_new_event(SerializedEvent, (
-            int(gid), aggregate_id, type_names[type_id], body[cut:] if cut else body,
+            int(gid), int(aggregate_id), type_names[type_id], body[cut:] if cut else body,
             int(seq), body[:cut], _from_iso(tail[:TIME_LENGTH]),
         )))
     return events
 
 
-def decode_entries(
-    entries: Sequence[Any], type_names: Mapping[str, str]
-) -> list[SerializedEvent]:
-    """Raw stream entries ``[id, ["e", value]]``; ``KeyError`` names an event type
-    id missing from ``type_names``."""
-    events: list[SerializedEvent] = []
-    append = events.append
-    for entry_id, fields in entries:
-        aggregate_id, _, seq, type_id, ref_len, tail = fields[1].split(":", 5)
-        cut = int(ref_len)
-        body = tail[TIME_LENGTH:]
-        append(_new_event(SerializedEvent, (
-            int(entry_id[:-2]), int(aggregate_id), type_names[type_id],
-            body[cut:] if cut else body, int(seq), body[:cut], _from_iso(tail[:TIME_LENGTH]),
-        )))
-    return events
+def entry_events(entries: Sequence[Any]) -> list[str]:
+    """The stored events of raw log entries ``[id, ["at", type, "e", event]]``."""
+    return [fields[3] for _, fields in entries]
 
 
 def decode_snapshot(aggregate_id: int, stored: str) -> Snapshot:

@@ -560,9 +560,8 @@ class RedisStorageEngine:
             members = self._client.zrangebyscore(
                 f"{self._base}ev:{aggregate_id}", f"({after_sequence}", "+inf"
             )
-        events = self._decode(
-            lambda names: _codec.decode_members(members, aggregate_id, names)
-        ) if members else []
+        events = self._decode(lambda names: _codec.decode_events(members, names)) \
+            if members else []
         if buffer is None:
             return events
         seen = max(after_sequence, events[-1].sequence if events else 0)
@@ -659,9 +658,8 @@ class RedisStorageEngine:
             args += (aggregate_id, key)
         for name, upsert in buffer.subscription_upserts.items():
             args += upsert.args(name)
-        extend, record = args.extend, _codec.record
-        for event in buffer.events:
-            extend((event.aggregate_id, event.sequence, event.event_type_id, record(event)))
+        encode = _codec.encode_event
+        args += [encode(event) for event in buffer.events]
         for snapshot in buffer.snapshots.values():
             args += (snapshot.aggregate_id, snapshot.sequence, snapshot.state)
         for subscription_id, event_type_id in buffer.subscription_filters:
@@ -915,7 +913,8 @@ class RedisStorageEngine:
             entries = self._read_filtered(subscription, type_ids, limit)
         if not entries:
             return []
-        return self._decode(lambda names: _codec.decode_entries(entries, names))
+        stored = _codec.entry_events(entries)
+        return self._decode(lambda names: _codec.decode_events(stored, names))
 
     def _read_filtered(self, subscription: Subscription, type_ids: Sequence[int],
                        limit: int) -> list[Any]:

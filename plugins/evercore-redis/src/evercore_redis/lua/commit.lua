@@ -9,8 +9,8 @@
 --                   id, event type id, aggregate key (these three "" = None), start
 --                   from, start event id, start time (us, "" = None), initial cursor
 --                   ("" = the last event id at this point, before this context's events)
---   event:          aggregate id, sequence, event type id, record (see _codec.py:
---                   "seq:type:reflen:" + time + reference + state)
+--   event:          one argument, "aggregate id:seq:type:reflen:" + time + reference
+--                   + state (see _codec.py); stored as "<global event id>:" + it
 --   snapshot:       aggregate id, sequence, state
 --   filter type:    subscription id, event type id (multi-type filter, idempotent)
 --   switch:         subscription id, "1" (active) or "0"
@@ -124,15 +124,17 @@ for _ = 1, n_subs do
   result[#result + 1] = stored or reserved
   i = i + 9
 end
-for _ = 1, n_events do
-  local id, seq = ARGV[i], ARGV[i + 1]
+local event_agg, event_seq = {}, {}
+for k = 1, n_events do
+  local id, seq = string.match(ARGV[i], '^(%d+):(%d+):')
   if stored_type(id) == nil then return {'noagg', id} end
   local n = tonumber(seq)
   if n <= agg_top[id] and redis.call('ZCOUNT', B .. 'ev:' .. id, seq, seq) > 0 then
     return {'conflict', id, seq}
   end
   new_top[id] = math.max(new_top[id] or agg_top[id], n)
-  i = i + 4
+  event_agg[k], event_seq[k] = id, seq
+  i = i + 1
 end
 i = i + 3 * n_snaps
 for _ = 1, n_filters + n_switches do
@@ -199,17 +201,19 @@ if n_events > 0 then
   last = redis.call('HINCRBY', B .. 'ctr', 'event', n_events)
   local gid = last - n_events
   local log = B .. 'log'
-  for _ = 1, n_events do
+  for k = 1, n_events do
     gid = gid + 1
     local g = string.format('%d', gid)
-    local id, seq, t, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local id, seq, event = event_agg[k], event_seq[k], ARGV[i]
+    local t = string.match(event, '^%d+:%d+:(%d+):')
     local stored_t = canon('etype', t)
-    if stored_t ~= t then  -- the record starts "seq:type:": put the stored type id in
-      rec = seq .. ':' .. stored_t .. string.sub(rec, #seq + #t + 2)
+    if stored_t ~= t then  -- put the stored type id in place of the alias
+      event = id .. ':' .. seq .. ':' .. stored_t .. string.sub(event, #id + #seq + #t + 3)
     end
-    redis.call('XADD', log, g .. '-0', 'e', id .. ':' .. agg_type[id] .. ':' .. rec)
-    redis.call('ZADD', B .. 'ev:' .. id, seq, g .. ':' .. rec)
-    i = i + 4
+    local member = g .. ':' .. event
+    redis.call('XADD', log, g .. '-0', 'at', agg_type[id], 'e', member)
+    redis.call('ZADD', B .. 'ev:' .. id, seq, member)
+    i = i + 1
   end
 end
 for id, top in pairs(agg_top) do

@@ -10,9 +10,10 @@ local entries = redis.call('XRANGE', B .. 'log', string.format('%d', after + 1) 
 local last = after
 for _, e in ipairs(entries) do
   last = tonumber(string.match(e[1], '^(%d+)'))
-  -- The field is "aggregate:aggregate type:seq:type:reflen:" then the time.
-  local at = string.match(e[2][2], '^%d+:%d+:%d+:%d+:%d+:()')
-  if string.sub(e[2][2], at, at + 31) >= ts then return {string.format('%d', last), 0, 1} end
+  -- The "e" field is "gid:aggregate id:seq:type:reflen:" then the time (_codec.py).
+  local event = e[2][4]
+  local at = string.match(event, '^%d+:%d+:%d+:%d+:%d+:()')
+  if string.sub(event, at, at + 31) >= ts then return {string.format('%d', last), 0, 1} end
 end
 local done = 0
 if #entries < budget then done = 1 end

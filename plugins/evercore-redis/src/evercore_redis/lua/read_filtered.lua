@@ -34,8 +34,9 @@ while true do
   for _, e in ipairs(entries) do
     last = tonumber(string.match(e[1], '^(%d+)'))
     scanned = scanned + 1
-    -- The entry's field is "aggregate id:aggregate type id:seq:type:..." (see _codec.py).
-    local a, at, t = string.match(e[2][2], '^(%d+):(%d+):%d+:(%d+):')
+    -- Fields: "at" (aggregate type id), "e" ("gid:aggregate id:seq:type:...", _codec.py).
+    local at = e[2][2]
+    local a, t = string.match(e[2][4], '^%d+:(%d+):%d+:(%d+):')
     if (want_agg == nil or a == want_agg) and (want_atype == '' or at == want_atype)
         and (types == nil or types[t]) then
       found = found + 1
