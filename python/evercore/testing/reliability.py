@@ -43,6 +43,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any, ClassVar
 
 import pytest
@@ -65,10 +66,12 @@ from evercore.errors import (
     ConstraintViolationError,
     InvalidKeyError,
     KeyTooLongError,
+    LimitExceededError,
     NotFoundError,
     SequenceError,
+    SerializationError,
 )
-from evercore.events import event_type_name, state_event
+from evercore.events import StateEvent, event_type_name, state_event
 from evercore.spi import StorageEngine
 from evercore.store import EventStore, connect
 from evercore.values import (
@@ -310,6 +313,7 @@ class StoreMachine(RuleBasedStateMachine):
     engine: ClassVar[StorageEngine]
     figures: ClassVar[ModelFigures]
     max_aggregates: ClassVar[int] = 6
+    delivery_timeout: ClassVar[float] = 5.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -691,18 +695,30 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 1), limit=st.integers(1, 5), ack=st.booleans())
     def poll(self, index: int, limit: int, ack: bool) -> None:
         """Read a batch of a durable subscription; acknowledge it (advance the cursor)
-        or not (the next poll must deliver the same events again)."""
+        or not (the next poll must deliver the same events again).
+
+        An engine may hold back events it cannot yet prove gap-free (a batch may be a
+        prefix of what is committed), but every committed event must be delivered
+        within :attr:`delivery_timeout` seconds.
+        """
         model = self.subscriptions[index]
         engine = self.engine
         subscription = engine.get_subscription_by_name(None, model.name)
         assert subscription.last_event_id == model.last_event_id
-        batch = engine.get_events_for_subscription(None, subscription, limit)
-        self.figures.polls += 1
         matching = [
             e for e in self.log if model.event_types is None or e.event_type in model.event_types
         ]
-        expected = matching[model.acknowledged : model.acknowledged + limit]
-        _same([read_fields(e) for e in batch], [e.as_read() for e in expected], model.name)
+        expected = [e.as_read() for e in matching[model.acknowledged : model.acknowledged + limit]]
+        deadline = time.monotonic() + self.delivery_timeout
+        while True:
+            batch = engine.get_events_for_subscription(None, subscription, limit)
+            self.figures.polls += 1
+            read = [read_fields(e) for e in batch]
+            _same(read, expected[: len(read)], model.name)
+            if len(read) == len(expected) or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        _same(read, expected, f"{model.name} after {self.delivery_timeout} s")
         ids = [e.event_id for e in batch]
         assert ids == sorted(set(ids)) and all(i > model.last_event_id for i in ids)
         self.figures.events_checked += len(batch)
@@ -1032,3 +1048,230 @@ class MultiProcessStress(_EngineFixture):
             duplicates=0,
             seconds=round(time.monotonic() - started, 1),
         )
+
+
+# ------------------------------------------------------------------ hostile input --
+class RecordingEngine:
+    """Wraps an engine and counts ``write_state`` calls, to prove a refusal came
+    before the engine was asked to write anything."""
+
+    def __init__(self, engine: StorageEngine) -> None:
+        self.engine = engine
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    @property
+    def max_key_length(self) -> int:
+        """The wrapped engine's key limit."""
+        return self.engine.max_key_length
+
+    def write_state(self, tx: Any, events: Sequence[Any], snapshots: Sequence[Any]) -> None:
+        """Count the call, then write."""
+        self.writes += 1
+        self.engine.write_state(tx, events, snapshots)
+
+
+@dataclass
+class Note:
+    """A payload with one free-form value, for hostile payloads."""
+
+    value: Any = None
+
+
+def _nested(depth: int) -> list[Any]:
+    """A list nested ``depth`` levels deep, built without recursion."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _create_with_key(ctx: EventStoreContext, key: Any) -> int:
+    return ctx.new_aggregate_id_with_key("Hostile", key)
+
+
+def _load_or_create(ctx: EventStoreContext, key: Any) -> bool:
+    return ctx.load_or_create_aggregate(tally_class("Hostile")(), key)
+
+
+def _change_key(ctx: EventStoreContext, aggregate_id: int, key: Any) -> None:
+    ctx.change_aggregate_natural_key(aggregate_id, key)
+
+
+def _publish(ctx: EventStoreContext, event: SerializedEvent) -> None:
+    ctx.publish(event)
+
+
+def _apply_loaded(ctx: EventStoreContext, aggregate_id: int, payload: object) -> None:
+    agg = tally_class("Hostile")()
+    ctx.load_state_into(agg, aggregate_id)
+    ctx.apply_event_to(agg, StateEvent(payload))
+
+
+class HostileInputRefusal(_EngineFixture):
+    """Mix-in: hostile or mistaken input is refused with a typed error naming the value,
+    before the engine writes anything, and valid input at each limit is accepted."""
+
+    def _setup(self, engine: StorageEngine) -> tuple[EventStore, RecordingEngine, int]:
+        recorder = RecordingEngine(engine)
+        store = EventStore(recorder)
+        aggregate_id = store.in_context(lambda ctx: ctx.new_aggregate_id("Hostile"))
+        recorder.writes = 0
+        return store, recorder, aggregate_id
+
+    def _refused(
+        self,
+        store: EventStore,
+        recorder: RecordingEngine,
+        error: type[Exception],
+        body: Callable[[EventStoreContext], object],
+        names: str = "",
+    ) -> Exception:
+        """Run ``body`` in a context; it must raise ``error`` (mentioning ``names``)
+        without a single ``write_state`` call."""
+        with pytest.raises(error) as caught, store.context() as ctx:
+            body(ctx)
+        assert recorder.writes == 0, "the engine was asked to write"
+        assert names in str(caught.value), f"{caught.value} does not name {names!r}"
+        return caught.value
+
+    def _record(self, engine: StorageEngine, test: str, tried: int) -> None:
+        record_figures(
+            test, backend_label(engine), operations=tried, refused=tried, written=0, lost=0
+        )
+
+    def test_bad_natural_keys_are_refused(self, engine: StorageEngine) -> None:
+        store, recorder, aggregate_id = self._setup(engine)
+        bad: list[tuple[object, type[Exception], str]] = [
+            ("k" * 65, KeyTooLongError, "k" * 60),
+            ("é" * 65, KeyTooLongError, "é" * 60),
+            ("x" * 1_000_000, KeyTooLongError, "x" * 60),
+            ("nul\x00key", InvalidKeyError, "nul"),
+            ("lone\ud800", InvalidKeyError, "lone"),
+            ("", InvalidKeyError, "empty"),
+            (b"bytes-key", InvalidKeyError, "bytes"),
+        ]
+        tried = 0
+        for key, error, names in bad:
+            actions: list[Callable[[EventStoreContext], object]] = [
+                partial(_create_with_key, key=key),
+                partial(_load_or_create, key=key),
+                partial(_change_key, aggregate_id=aggregate_id, key=key),
+            ]
+            for action in actions:
+                self._refused(store, recorder, error, action, names)
+                tried += 1
+        with store.readonly_context() as ctx:
+            assert ctx.load_aggregate_state("Hostile", aggregate_id).natural_key is None
+        self._record(engine, "hostile keys refused", tried)
+
+    def test_keys_at_the_limit_are_accepted(self, engine: StorageEngine) -> None:
+        store, _, _ = self._setup(engine)
+        for key in ("k" * 64, "é" * 64, "日" * 64, "🙂" * 64):
+            created = store.in_context(partial(_create_with_key, key=key))
+            with store.readonly_context() as ctx:
+                assert ctx.load_aggregate_state_by_key("Hostile", key).aggregate_id == created
+
+    def test_oversized_payloads_are_refused(self, engine: StorageEngine) -> None:
+        from evercore import limits
+
+        store, recorder, aggregate_id = self._setup(engine)
+        over = limits.MAX_PAYLOAD_BYTES + 1
+        when = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        big = SerializedEvent(0, aggregate_id, "Note", '"' + "x" * (over - 2) + '"', 1, "", when)
+        self._refused(store, recorder, LimitExceededError, lambda c: c.publish(big), f"{over:,}")
+        wide = SerializedEvent(0, aggregate_id, "Note", '"' + "é" * (over // 2) + '"', 1, "", when)
+        self._refused(store, recorder, LimitExceededError, lambda c: c.publish(wide), "bytes")
+
+        huge_object = partial(_apply_loaded, aggregate_id=aggregate_id, payload=Note("y" * over))
+        self._refused(store, recorder, LimitExceededError, huge_object, "sequence 1")
+        snapshot = Snapshot(aggregate_id, "s" * (limits.MAX_SNAPSHOT_BYTES + 1), 1)
+        self._refused(store, recorder, LimitExceededError, lambda c: c.save_snapshot(snapshot))
+        self._record(engine, "oversized payloads refused", 4)
+
+    def test_a_payload_of_exactly_the_limit_is_stored_exactly(self, engine: StorageEngine) -> None:
+        from evercore import limits
+
+        store, _, aggregate_id = self._setup(engine)
+        state = '"' + "é" * ((limits.MAX_PAYLOAD_BYTES - 2) // 2) + '"'
+        assert len(state.encode()) == limits.MAX_PAYLOAD_BYTES
+        when = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        store.with_context(
+            lambda c: c.publish(SerializedEvent(0, aggregate_id, "Note", state, 1, "", when))
+        )
+        (stored,) = engine.get_events_for_aggregate(None, aggregate_id, 0)
+        assert stored.state == state
+
+    def test_deep_nesting_and_cycles_are_refused_without_recursion_error(
+        self, engine: StorageEngine
+    ) -> None:
+        from evercore import limits
+
+        store, recorder, aggregate_id = self._setup(engine)
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        hostile = [_nested(limits.MAX_JSON_NESTING + 10), _nested(200_000), cycle]
+        for value in hostile:
+            apply = partial(_apply_loaded, aggregate_id=aggregate_id, payload=Note(value))
+            error = self._refused(store, recorder, SerializationError, apply, "nested")
+            assert not isinstance(error, RecursionError)
+        fine = Note(_nested(limits.MAX_JSON_NESTING - 10))
+        store.with_context(partial(_apply_loaded, aggregate_id=aggregate_id, payload=fine))
+        self._record(engine, "deep or cyclic payloads refused", len(hostile))
+
+    def test_nan_and_infinity_are_refused(self, engine: StorageEngine) -> None:
+        store, recorder, aggregate_id = self._setup(engine)
+        values = [float("nan"), float("inf"), float("-inf"), {"deep": [1.0, float("nan")]}]
+        for value in values:
+            self._refused(
+                store,
+                recorder,
+                SerializationError,
+                partial(_apply_loaded, aggregate_id=aggregate_id, payload=Note(value)),
+                "$.value",
+            )
+        self._record(engine, "NaN and Infinity refused", len(values))
+
+    def test_batches_over_the_limit_are_refused(self, engine: StorageEngine) -> None:
+        from evercore import limits
+
+        store, recorder, aggregate_id = self._setup(engine)
+        when = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        count = limits.MAX_EVENTS_PER_CONTEXT + 1
+
+        def flood(ctx: EventStoreContext) -> None:
+            for sequence in range(1, count + 1):
+                ctx.publish(SerializedEvent(0, aggregate_id, "Note", "{}", sequence, "", when))
+
+        self._refused(store, recorder, LimitExceededError, flood, f"{count:,}")
+        assert engine.get_events_for_aggregate(None, aggregate_id, 0) == []
+        self._record(engine, "batch over the limit refused", 1)
+
+    def test_text_no_backend_can_store_is_refused(self, engine: StorageEngine) -> None:
+        from evercore import limits
+
+        store, recorder, aggregate_id = self._setup(engine)
+        when = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+        def event(**fields: Any) -> SerializedEvent:
+            base = SerializedEvent(0, aggregate_id, "Note", "{}", 1, "", when)
+            return base._replace(**fields)
+
+        bad = [
+            (event(state='{"a":"\x00"}'), "NUL"),
+            (event(state='"\udc80"'), "surrogate"),
+            (event(reference="ref\x00"), "NUL"),
+            (event(reference="r" * (limits.MAX_REFERENCE_LENGTH + 1)), "4,096"),
+            (event(event_type=""), "''"),
+            (event(event_type="T" * (limits.MAX_TYPE_NAME_LENGTH + 1)), "255"),
+            (event(event_type="Type\x00"), "NUL"),
+            (event(event_type="Type\ud800"), "surrogate"),
+        ]
+        for hostile, names in bad:
+            self._refused(
+                store, recorder, LimitExceededError, partial(_publish, event=hostile), names
+            )
+        assert engine.get_events_for_aggregate(None, aggregate_id, 0) == []
+        self._record(engine, "unstorable text refused", len(bad))
