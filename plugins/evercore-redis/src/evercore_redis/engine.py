@@ -744,7 +744,8 @@ class RedisStorageEngine:
     def wait_for_events(self, after_event_id: int, timeout: float) -> None:
         """Block on the log stream (``XREAD BLOCK``) until an event with id >
         ``after_event_id`` exists or ``timeout`` seconds pass."""
-        block_ms = max(1, int(min(timeout, self._config.socket_timeout - 1.0) * 1000))
+        # Stay inside the socket timeout, or the blocked read would count as a lost link.
+        block_ms = max(1, int(min(timeout, self._config.socket_timeout * 0.8) * 1000))
         with self._guard("wait for events"):
             self._client.xread(
                 {self._base + "log": f"{after_event_id}-0"}, count=1, block=block_ms
