@@ -18,6 +18,7 @@ JSON nesting of a payload      256 levels      ``SerializationError`` (no ``Recu
 NaN / Infinity in a payload    refused         ``SerializationError``
 event type name                1-255 chars     ``LimitExceededError``
 reference                      4,096 chars     ``LimitExceededError``
+aggregate ids and sequences    signed 64-bit   ``LimitExceededError``
 text (state, type, reference)  no NUL, no      ``LimitExceededError``
                                lone surrogate
 =============================  ==============  =====================================
@@ -59,6 +60,9 @@ MAX_TYPE_NAME_LENGTH = 255
 MAX_REFERENCE_LENGTH = 4096
 """Longest event reference, in characters."""
 
+MAX_INT64 = 2**63 - 1
+"""Largest aggregate id or sequence: every backend stores them as signed 64-bit integers."""
+
 
 def _shown(text: str) -> str:
     """``text`` short enough for an error message, still recognisable."""
@@ -87,18 +91,32 @@ def _utf8_size_over(text: str, limit: int) -> int | None:
     return size if size > limit else None
 
 
+def _check_int64(values: Sequence[int], what: str) -> None:
+    """Refuse a column with a value outside the signed 64-bit range (``max``/``min`` are
+    C loops: cheap next to the rest of a write)."""
+    if values and (max(values) > MAX_INT64 or min(values) < -MAX_INT64 - 1):
+        bad = next(v for v in values if not -MAX_INT64 - 1 <= v <= MAX_INT64)
+        raise LimitExceededError(f"{what} {bad} does not fit in a signed 64-bit integer")
+
+
 def check_context_batch(
-    event_types: Iterable[str], payloads: Sequence[object], references: Sequence[str]
+    aggregate_ids: Sequence[int],
+    sequences: Sequence[int],
+    event_types: Iterable[str],
+    payloads: Sequence[object],
+    references: Sequence[str],
 ) -> None:
-    """Refuse a batch whose size, type names, references or pre-serialized (``str``)
-    payloads break a limit. Runs before any I/O; ``payloads`` that are objects are
-    checked after serialization by :func:`check_encoded`."""
+    """Refuse a batch whose size, ids, type names, references or pre-serialized
+    (``str``) payloads break a limit. Runs before any I/O; ``payloads`` that are
+    objects are checked after serialization by :func:`check_encoded`."""
     count = len(payloads)
     if count > MAX_EVENTS_PER_CONTEXT:
         raise LimitExceededError(
             f"a context may write at most {MAX_EVENTS_PER_CONTEXT:,} events; "
             f"this one captured {count:,}"
         )
+    _check_int64(aggregate_ids, "aggregate id")
+    _check_int64(sequences, "sequence")
     for name in set(event_types):
         if not isinstance(name, str) or not 0 < len(name) <= MAX_TYPE_NAME_LENGTH:
             raise LimitExceededError(
@@ -128,6 +146,8 @@ def check_encoded(events: Sequence[StorageEngineEvent], snapshots: Sequence[Snap
                 f"event (aggregate {event.aggregate_id}, sequence {event.sequence}) has a "
                 f"state of {size:,} bytes; the maximum is {MAX_PAYLOAD_BYTES:,} (1 MiB)"
             )
+    _check_int64([s.aggregate_id for s in snapshots], "snapshot aggregate id")
+    _check_int64([s.sequence for s in snapshots], "snapshot sequence")
     for snapshot in snapshots:
         size = _utf8_size_over(snapshot.state, MAX_SNAPSHOT_BYTES)
         if size is not None:
@@ -140,6 +160,7 @@ def check_encoded(events: Sequence[StorageEngineEvent], snapshots: Sequence[Snap
 
 __all__ = [
     "MAX_EVENTS_PER_CONTEXT",
+    "MAX_INT64",
     "MAX_JSON_NESTING",
     "MAX_KEY_LENGTH",
     "MAX_PAYLOAD_BYTES",

@@ -231,7 +231,7 @@ class EventStore:
         """Check, serialize and write a batch given as columns (the path every context
         takes at commit). Sequence rules and the limits of :mod:`evercore.limits` are
         checked before the engine writes anything."""
-        limits.check_context_batch(event_types, payloads, references)
+        limits.check_context_batch(aggregate_ids, sequences, event_types, payloads, references)
         _kernels.validate_sequences(aggregate_ids, sequences, known_sequences)
         ids = type_ids.event_type_ids(tx, set(event_types))
         storage_events = _kernels.encode_events(
