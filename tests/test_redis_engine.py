@@ -132,6 +132,24 @@ def test_second_of_two_racing_transactions_gets_concurrency_error_at_commit(
     assert [e.state for e in engine.get_events_for_aggregate(None, aggregate_id, 1)] == ['{"w":1}']
 
 
+def test_a_duplicate_written_by_another_process_is_caught_at_commit(
+    engine: RedisStorageEngine,
+) -> None:
+    aggregate_id = new_with_events(engine, 1)  # this engine last stored sequence 1
+    placed = engine.get_event_type_id(None, "Placed")
+    other = open_redis_engine(f"{URL}/0?prefix={engine.prefix}")
+    try:
+        other.write_state(None, [event(aggregate_id, 2, placed, "theirs")], [])
+    finally:
+        other.close()
+    tx = engine.get_transaction_info()
+    engine.write_state(tx, [event(aggregate_id, 2, placed, "ours")], [])
+    with pytest.raises(ConcurrencyError) as caught:
+        tx.commit()
+    assert (caught.value.aggregate_id, caught.value.sequence) == (aggregate_id, 2)
+    assert [e.state for e in engine.get_events_for_aggregate(None, aggregate_id, 1)] == ["theirs"]
+
+
 def test_duplicate_within_one_transaction_is_refused_before_commit(
     engine: RedisStorageEngine,
 ) -> None:

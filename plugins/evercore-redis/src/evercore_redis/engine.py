@@ -195,6 +195,8 @@ class RedisStorageEngine:
         self._event_type_names: dict[str, str] = {}
         self._epochs: dict[tuple[int, str], str] = {}
         self._subscription_ids: dict[str, int] = {}
+        # aggregate id -> highest sequence this engine stored for it (bounded cache)
+        self._known_tops: dict[int, int] = {}
         self._names_lock = threading.Lock()
         self._warn_about_persistence()
 
@@ -626,13 +628,18 @@ class RedisStorageEngine:
         """Refuse now an event whose (aggregate, sequence) is already stored.
 
         Skipped for aggregates created in this transaction and for sequences above
-        what this transaction read of the aggregate (the usual load-then-append flow
-        costs no round trip); a writer racing in later is caught by ``commit.lua``.
+        what this transaction read of the aggregate, or this engine last stored for it
+        (the usual load-then-append flow and a writer appending to its own aggregates
+        cost no round trip). Anything stored since by another writer is still caught,
+        atomically, by ``commit.lua``: only the moment of the error differs.
         """
-        ceilings, created = buffer.sequence_ceilings, buffer.new_aggregates
+        ceilings, created, known = buffer.sequence_ceilings, buffer.new_aggregates, \
+            self._known_tops
         doubtful: list[int] = []
         for event in events:
             ceiling = ceilings.get(event.aggregate_id)
+            if ceiling is None:
+                ceiling = known.get(event.aggregate_id)
             if event.aggregate_id not in created and (
                 ceiling is None or event.sequence <= ceiling
             ):
@@ -668,6 +675,7 @@ class RedisStorageEngine:
             args += (subscription_id, "1" if active else "0")
         outcome = self._run_commit(args)
         if outcome[0] == "ok":
+            self._remember_tops(buffer)
             ids = outcome[2:]
             buffer.committed_subscription_ids = {
                 int(ids[i]): int(ids[i + 1]) for i in range(0, len(ids), 2)
@@ -682,6 +690,16 @@ class RedisStorageEngine:
         if outcome[0] == "noagg":
             raise NotFoundError(f"no aggregate with id {outcome[1]}")
         raise ConstraintViolationError(f"aggregate id {outcome[1]} is already in use")
+
+    def _remember_tops(self, buffer: RedisTransaction) -> None:
+        known = self._known_tops
+        if len(known) > 100_000:
+            known.clear()
+        for aggregate_id in buffer.new_aggregates:
+            known.setdefault(aggregate_id, 0)
+        for event in buffer.events:
+            if event.sequence > known.get(event.aggregate_id, 0):
+                known[event.aggregate_id] = event.sequence
 
     def _run_commit(self, args: list[Any]) -> Any:
         """Run ``commit.lua`` on one connection, without retries.
