@@ -1275,3 +1275,20 @@ class HostileInputRefusal(_EngineFixture):
             )
         assert engine.get_events_for_aggregate(None, aggregate_id, 0) == []
         self._record(engine, "unstorable text refused", len(bad))
+
+    def test_ids_and_sequences_outside_int64_are_refused(self, engine: StorageEngine) -> None:
+        store, recorder, aggregate_id = self._setup(engine)
+        when = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        base = SerializedEvent(0, aggregate_id, "Note", "{}", 1, "", when)
+        bad = [
+            base._replace(sequence=2**63),
+            base._replace(aggregate_id=2**70),
+            base._replace(aggregate_id=-(2**63) - 1),
+        ]
+        for hostile in bad:
+            self._refused(
+                store, recorder, LimitExceededError, partial(_publish, event=hostile), "64-bit"
+            )
+        snapshot = Snapshot(aggregate_id, "{}", 2**64)
+        self._refused(store, recorder, LimitExceededError, lambda c: c.save_snapshot(snapshot))
+        self._record(engine, "ids outside int64 refused", len(bad) + 1)
