@@ -13,6 +13,19 @@ pytest.register_assert_rewrite(
 )
 
 from evercore.testing.engine import StorageEngineConformance  # noqa: E402
+from evercore.testing.reliability import (  # noqa: E402
+    ConcurrencyStress,
+    HostileInputRefusal,
+    ModelBasedReliability,
+    MultiProcessStress,
+)
 from evercore.testing.subscriptions import SubscriptionConformance  # noqa: E402
 
-__all__ = ["StorageEngineConformance", "SubscriptionConformance"]
+__all__ = [
+    "ConcurrencyStress",
+    "HostileInputRefusal",
+    "ModelBasedReliability",
+    "MultiProcessStress",
+    "StorageEngineConformance",
+    "SubscriptionConformance",
+]
