@@ -233,17 +233,19 @@ class _Log:
     def __init__(self) -> None:
         self.columns = _Columns()
         self.aggregate_type_ids: list[int] = []
-        # Running maximum of event_time: non-decreasing, so the first event at or
-        # after a time is found by bisecting it even though event times are not.
+        # Per commit: where its events end, and the running maximum of event_time
+        # through it. That maximum never decreases, so bisecting it finds the commit
+        # holding the first event at or after a time even though event times are not
+        # ordered; per commit rather than per event keeps commits cheap.
+        self.commit_ends: list[int] = []
         self.max_times: list[datetime] = []
 
     def extend(self, columns: _Columns, aggregate_type_ids: Iterable[int]) -> None:
         self.columns.extend(columns)
         self.aggregate_type_ids.extend(aggregate_type_ids)
-        times: Iterable[datetime] = columns.times
-        if self.max_times:  # carry the running maximum on (it is pushed back first)
-            times = itertools.chain((self.max_times.pop(),), times)
-        self.max_times.extend(itertools.accumulate(times, max))
+        latest = max(columns.times)
+        self.max_times.append(max(latest, self.max_times[-1]) if self.max_times else latest)
+        self.commit_ends.append(self.max_id)
 
     @property
     def max_id(self) -> int:
@@ -257,8 +259,14 @@ class _Log:
 
     def first_id_at(self, moment: datetime) -> int:
         """The id of the first event with time >= ``moment``, 0 when none."""
-        position = bisect_left(self.max_times, moment)
-        return position + 1 if position < len(self.max_times) else 0
+        commit = bisect_left(self.max_times, moment)
+        if commit == len(self.max_times):
+            return 0
+        # Every event of the earlier commits is before ``moment``; this one holds one
+        # at or after it.
+        times = self.columns.times
+        start = self.commit_ends[commit - 1] if commit else 0
+        return next(p for p in range(start, self.commit_ends[commit]) if times[p] >= moment) + 1
 
 
 @dataclass
