@@ -294,11 +294,6 @@ class _DurableReader:
             raise
 
     @property
-    def owner(self) -> str:
-        """The lease owner name this runner uses."""
-        return self._owner
-
-    @property
     def cursor(self) -> int:
         """The stored cursor as of the last poll or ack."""
         return self._sub.last_event_id
