@@ -26,7 +26,8 @@ from datetime import datetime, timedelta, timezone
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
-from evercore._kernels import filter_events, validate_sequences
+from evercore import _kernels
+from evercore._kernels import filter_events
 from evercore.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -146,7 +147,9 @@ def _follows(
     sequence kernel decides it in one pass, and every batch the facade writes passes.
     """
     try:
-        validate_sequences(aggregate_ids, sequences, last)
+        # Looked up when called, as the facade does, so that a benchmark can swap in
+        # the twin without re-importing the engine.
+        _kernels.validate_sequences(aggregate_ids, sequences, last)
     except SequenceError:
         return False
     return True
