@@ -93,8 +93,7 @@ _SUBSCRIPTION_COLUMNS = (
 _HORIZON = (
     "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
     "(SELECT max(id) FROM events), "
-    "CASE WHEN %(after)s::bigint IS NULL THEN '{}'::bigint[] ELSE ARRAY("
-    "SELECT id FROM events WHERE id > %(after)s ORDER BY id LIMIT %(window)s) END"
+    "ARRAY(SELECT id FROM events WHERE id > %(after)s ORDER BY id LIMIT %(window)s)"
 )
 
 
@@ -563,7 +562,7 @@ class PostgresStorageEngine:
     def _settle(self, conn: Conn) -> int:
         """Advance and return the settled horizon (see :mod:`evercore_postgres.horizon`)."""
         for _ in range(4):
-            after = self._horizon.query_after()
+            after = self._horizon.settled
             row = conn.execute(_HORIZON, {"after": after, "window": WINDOW}).fetchone()
             assert row is not None
             xmin, max_id, ids = row
@@ -574,7 +573,7 @@ class PostgresStorageEngine:
                 self._horizon.add_hole(hole, int(bound[0]))
             elif len(ids) < WINDOW:
                 break
-        return self._horizon.settled or 0
+        return self._horizon.settled
 
     def _settle_patiently(self, conn: Conn) -> int:
         """The settled horizon, waiting up to ``_SETTLE_WAIT`` for a hole to settle."""

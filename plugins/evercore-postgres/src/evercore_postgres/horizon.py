@@ -41,12 +41,13 @@ WINDOW = 10_000
 class Observation:
     """What one horizon query saw, all from one snapshot.
 
-    ``ids`` are the visible ids above the ``after`` the query was given, ascending,
-    at most :data:`WINDOW` of them; ``max_id`` is the largest visible id (None when
-    the log is empty); ``xmin`` the snapshot's oldest running transaction id.
+    ``ids`` are the visible ids above ``after`` (the horizon the query was given),
+    ascending, at most :data:`WINDOW` of them; ``max_id`` is the largest visible id
+    (None when the log is empty); ``xmin`` the snapshot's oldest running
+    transaction id.
     """
 
-    after: int | None
+    after: int
     ids: tuple[int, ...]
     max_id: int | None
     xmin: int
@@ -65,12 +66,12 @@ class Horizon:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._settled: int | None = None
+        self._settled = 0
         self._pending: PendingHole | None = None
 
     @property
-    def settled(self) -> int | None:
-        """The settled horizon, None until the first observation settles."""
+    def settled(self) -> int:
+        """The settled horizon (0 until something settles)."""
         return self._settled
 
     @property
@@ -78,43 +79,33 @@ class Horizon:
         """True while a hole waits for older transactions to end."""
         return self._pending is not None
 
-    def query_after(self) -> int | None:
-        """The ``after`` to give the next horizon query (None: only ask for the maximum)."""
-        return self._settled
-
     def observe(self, seen: Observation) -> int | None:
-        """Fold in an observation; return the upper id of a new hole that needs a
-        transaction-id bound (then call :meth:`add_hole`), else None."""
+        """Fold in an observation. When ids up to the largest visible one are not all
+        settled and nothing is pending, return that id: the caller then fetches a
+        fresh transaction id and calls :meth:`add_hole`. Else return None.
+
+        Also taken when the window was full without a hole, so that a process
+        starting on a long log jumps to its end instead of walking all of it.
+        """
         with self._lock:
             pending = self._pending
             if pending is not None and seen.xmin >= pending.bound:
                 self._advance(pending.upto)
-                self._pending = None
-            if seen.after is not None and seen.after <= (self._settled or 0):
+            if seen.after <= self._settled:
                 self._advance(self._contiguous_end(seen))
-            if seen.max_id is None:
-                # Empty log: nothing visible can be skipped; ids start above 0.
-                self._advance(0)
+            if seen.max_id is None or self._settled >= seen.max_id or self._pending is not None:
                 return None
-            settled = self._settled
-            if settled is not None and settled >= seen.max_id:
-                return None
-            if self._pending is not None:
-                return None
-            window_full = seen.after is not None and len(seen.ids) >= WINDOW
-            if window_full and settled is not None and settled >= seen.ids[-1]:
-                return None  # contiguous so far: keep walking before declaring a hole
             return seen.max_id
 
     def add_hole(self, upto: int, bound: int) -> None:
         """Record that ids <= ``upto`` settle once a snapshot's xmin reaches ``bound``."""
         with self._lock:
-            if self._pending is None and (self._settled is None or upto > self._settled):
+            if self._pending is None and upto > self._settled:
                 self._pending = PendingHole(upto, bound)
 
     def _contiguous_end(self, seen: Observation) -> int:
         """The end of the run of consecutive ids right after the settled horizon."""
-        end = self._settled or 0
+        end = self._settled
         for event_id in seen.ids:
             if event_id <= end:
                 continue
@@ -124,7 +115,6 @@ class Horizon:
         return end
 
     def _advance(self, upto: int) -> None:
-        if self._settled is None or upto > self._settled:
-            self._settled = upto
-        if self._pending is not None and self._pending.upto <= (self._settled or 0):
+        self._settled = max(self._settled, upto)
+        if self._pending is not None and self._pending.upto <= self._settled:
             self._pending = None
