@@ -9,7 +9,7 @@ over the URI.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -40,7 +40,7 @@ class PostgresOptions:
     password: never show it, show ``redacted`` instead.
     """
 
-    conninfo: str
+    conninfo: str = field(repr=False)
     redacted: str
     schema: str = DEFAULT_SCHEMA
     pool_size: int = DEFAULT_POOL_SIZE

@@ -13,6 +13,7 @@ event that commits late with a lower id is skipped.
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -190,6 +191,7 @@ class PostgresStorageEngine:
             max_size=options.pool_size,
             kwargs=self._connect_kwargs,
             configure=self._configure,
+            check=_check_idle_connection,
             name=f"evercore-{options.schema}",
             open=True,
         )
@@ -847,6 +849,16 @@ class PostgresStorageEngine:
             ).fetchone()
         assert row is not None
         return StoreCounts(int(row[0]), int(row[1]), int(row[2]))
+
+
+def _check_idle_connection(conn: Conn) -> None:
+    """Pool check at checkout: an idle connection has nothing to read unless the server
+    ended it (then it sent an error and closed the socket) or sent a notice. Only
+    then pay a round trip to find out; a dead connection raises and the pool
+    replaces it, so a restart or ``pg_terminate_backend`` costs no failed call."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        conn.execute("")
 
 
 def _small_write_sql(events: bool, snapshots: bool) -> LiteralString:

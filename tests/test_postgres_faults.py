@@ -1,0 +1,225 @@
+"""Faults and secrets on the PostgreSQL engine.
+
+Connections terminated under load (``pg_terminate_backend``) surface as typed
+``StorageEngineError``s, the pool recovers, no event is lost or stored twice, and a
+durable subscription restarted after the failure resumes from its cursor. A URI's
+password never appears in an error, a traceback, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+
+import evercore
+import psycopg
+import pytest
+from evercore.errors import CommitOutcomeUnknownError, StorageEngineError
+from evercore.values import SerializedEvent, StartFrom, StorageEngineEvent, SubscriptionFilter
+from evercore.values import SubscriptionOptions, utc_now
+from evercore_postgres.engine import PostgresStorageEngine, open_postgres_engine
+from evercore_postgres.testing import TEST_SERVER, drop_schema, temporary_engine
+
+from tests.services import ensure_postgres
+
+pytestmark = pytest.mark.postgres
+
+PASSWORD = "s3cr3t-Pa55word"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _postgres_server() -> None:
+    ensure_postgres()
+
+
+@pytest.fixture
+def engine() -> Iterator[PostgresStorageEngine]:
+    with temporary_engine(pool_size=4) as engine:
+        yield engine
+
+
+def _terminate(application_name: str) -> int:
+    """End every session of the engine (pool, listener, notifier); return how many."""
+    with psycopg.connect(TEST_SERVER, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchall()
+    return len(rows)
+
+
+class _Writer:
+    """Appends one event per transaction to its aggregate, retrying what failed."""
+
+    def __init__(self, engine: PostgresStorageEngine, aggregate_id: int, event_type: int) -> None:
+        self.engine = engine
+        self.aggregate_id = aggregate_id
+        self.event_type = event_type
+        self.stored: list[int] = []  # sequences known to be committed
+        self.unknown: list[int] = []  # sequences whose commit outcome was unknown
+        self.errors: list[Exception] = []
+
+    def run(self, stop: threading.Event) -> None:
+        sequence = 1
+        while not stop.is_set():
+            event = StorageEngineEvent(
+                self.aggregate_id, sequence, self.event_type, f'{{"n":{sequence}}}',
+                utc_now(), "",
+            )  # fmt: skip
+            try:
+                tx = self.engine.get_transaction_info()
+                try:
+                    self.engine.write_state(tx, [event], [])
+                except BaseException:
+                    tx.rollback()
+                    raise
+                tx.commit()
+            except CommitOutcomeUnknownError as error:
+                self.errors.append(error)
+                self.unknown.append(sequence)
+                sequence = self._stored_sequence() + 1
+                continue
+            except StorageEngineError as error:
+                self.errors.append(error)
+                time.sleep(0.005)
+                continue
+            self.stored.append(sequence)
+            sequence += 1
+
+    def _stored_sequence(self) -> int:
+        while True:
+            try:
+                events = self.engine.get_events_for_aggregate(None, self.aggregate_id, 0)
+                return events[-1].sequence if events else 0
+            except StorageEngineError as error:
+                self.errors.append(error)
+
+
+def test_terminated_connections_under_load_lose_nothing(engine: PostgresStorageEngine) -> None:
+    type_id = engine.get_aggregate_type_id(None, "Account")
+    event_type = engine.get_event_type_id(None, "Deposited")
+    writers = [_Writer(engine, engine.new_aggregate(None, type_id), event_type) for _ in range(3)]
+    stop_writing, stop_reading = threading.Event(), threading.Event()
+    delivered: list[SerializedEvent] = []
+    reader_errors: list[Exception] = []
+    store = evercore.EventStore(engine)
+    options = SubscriptionOptions(batch_size=50, poll_interval=0.05, lease=2.0, owner="fault-test")
+
+    def handle(batch: list[SerializedEvent]) -> None:
+        delivered.extend(batch)
+
+    def read() -> None:
+        while not stop_reading.is_set():
+            try:
+                store.run_subscription(
+                    "audit", SubscriptionFilter(), StartFrom.beginning(), options, handle,
+                    stop=stop_reading,
+                )  # fmt: skip
+            except StorageEngineError as error:
+                reader_errors.append(error)
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=w.run, args=(stop_writing,)) for w in writers]
+    threads.append(threading.Thread(target=read))
+    for thread in threads:
+        thread.start()
+    terminated = 0
+    for _ in range(3):
+        time.sleep(0.6)
+        terminated += _terminate(engine.options.application_name)
+    time.sleep(0.6)
+    stop_writing.set()
+    for thread in threads[:-1]:
+        thread.join(timeout=20)
+
+    stored_ids = {e.event_id for w in writers for e in _all_events(engine, w.aggregate_id)}
+    deadline = time.monotonic() + 20
+    while not stored_ids <= {e.event_id for e in delivered} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop_reading.set()
+    threads[-1].join(timeout=20)
+
+    assert terminated >= 3
+    errors = [e for w in writers for e in w.errors] + reader_errors
+    assert errors, "terminating connections under load must surface as errors"
+    assert all(isinstance(e, StorageEngineError) for e in errors)
+    for writer in writers:
+        sequences = [e.sequence for e in _all_events(engine, writer.aggregate_id)]
+        assert sequences == list(range(1, len(sequences) + 1))  # no hole, no duplicate
+        assert set(writer.stored) <= set(sequences)  # nothing acknowledged was lost
+        assert set(sequences) <= set(writer.stored) | set(writer.unknown)
+        assert len(writer.stored) > 10  # the pool recovered and writing went on
+    delivered_ids = [e.event_id for e in delivered]
+    assert set(delivered_ids) == stored_ids  # the subscription missed nothing
+    assert _increasing_per_run(delivered_ids)
+    assert engine.get_subscription_by_name(None, "audit").last_event_id == max(stored_ids)
+
+
+def _all_events(engine: PostgresStorageEngine, aggregate_id: int) -> list[SerializedEvent]:
+    return engine.get_events_for_aggregate(None, aggregate_id, 0)
+
+
+def _increasing_per_run(ids: list[int]) -> bool:
+    """Strictly increasing, except that a restarted runner may redeliver from its cursor
+    (at-least-once): a step back never goes below an id already delivered twice."""
+    seen: set[int] = set()
+    for previous, current in zip(ids, ids[1:]):
+        if current <= previous and current not in (seen | {previous}):
+            return False
+        seen.add(previous)
+    return True
+
+
+# -- secrets --------------------------------------------------------------------------
+
+
+def _everything_shown(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error)) + repr(error) + str(error)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/test?connect_timeout=2",
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/no_such_database_evercore",
+        f"postgres://no_such_role_evercore:{PASSWORD}@127.0.0.1:5432/test",
+    ],
+    ids=["wrong-port", "wrong-database", "wrong-user"],
+)
+def test_connection_errors_never_show_the_password(
+    uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(StorageEngineError) as raised:
+        evercore.connect(uri)
+    shown = _everything_shown(raised.value)
+    assert PASSWORD not in shown
+    assert "***" in str(raised.value)  # the redacted URI names the server
+    assert PASSWORD not in caplog.text
+
+
+def test_repr_and_runtime_errors_never_show_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    schema = "evercore_t_secret_" + str(int(time.time() * 1000))
+    # The local server trusts 127.0.0.1, so this password is accepted and ignored.
+    uri = TEST_SERVER.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+    engine = open_postgres_engine(f"{uri}?schema={schema}&application_name={schema}")
+    try:
+        engine.migrate()
+        tx = engine.get_transaction_info()
+        for shown in (repr(engine), str(engine), repr(engine.options), repr(tx)):
+            assert PASSWORD not in shown
+        _terminate(schema)
+        with pytest.raises(StorageEngineError) as raised:
+            engine.get_aggregate_types(tx)
+        tx.rollback()
+        assert PASSWORD not in _everything_shown(raised.value)
+        assert engine.get_aggregate_types(None) == []  # idle connections are replaced unseen
+    finally:
+        engine.close()
+        drop_schema(schema)
+    assert PASSWORD not in caplog.text
