@@ -189,7 +189,14 @@ def report_lines(medians: dict[str, float]) -> list[str]:
 def ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
     """Print the ratios once every benchmark of the module has run."""
     yield
-    writer = request.config.get_terminal_writer()
+    # Teardown output is captured unless capturing is switched off around it.
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        _write_report(request.config.get_terminal_writer())
+
+
+def _write_report(writer: Any) -> None:
+    """Write the measured ratios to the terminal."""
     writer.line()
     for line in report_lines(_medians):
         writer.line(line)
