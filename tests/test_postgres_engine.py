@@ -66,7 +66,9 @@ def _types(engine: StorageEngine) -> tuple[int, int]:
     return engine.get_aggregate_type_id(None, "Account"), engine.get_event_type_id(None, "Opened")
 
 
-def _events(aggregate_id: int, event_type_id: int, first: int, count: int) -> list[StorageEngineEvent]:
+def _events(
+    aggregate_id: int, event_type_id: int, first: int, count: int
+) -> list[StorageEngineEvent]:
     return [
         StorageEngineEvent(aggregate_id, seq, event_type_id, f'{{"n":{seq}}}', NOW, f"ref-{seq}")
         for seq in range(first, first + count)
@@ -89,7 +91,8 @@ def _raw_insert(conn: psycopg.Connection[tuple[object, ...]], aggregate_id: int,
 
 
 def _naive_ids(conn: psycopg.Connection[tuple[object, ...]], after: int) -> list[int]:
-    return [int(r[0]) for r in conn.execute("SELECT id FROM events WHERE id > %s ORDER BY id", (after,))]
+    rows = conn.execute("SELECT id FROM events WHERE id > %s ORDER BY id", (after,))
+    return [int(r[0]) for r in rows]
 
 
 # -- no skipped events ---------------------------------------------------------------
@@ -142,7 +145,7 @@ def test_writer_whose_xid_is_newer_than_the_committer_is_not_skipped(
     """The committer took its transaction id *before* the open writer did, so the open
     writer's xid can lie above the reader snapshot's xmax (absent from its in-progress
     list). The reader must still wait for it."""
-    type_id, event_type = _types(engine)
+    type_id, _ = _types(engine)
     first, second = engine.new_aggregate(None, type_id), engine.new_aggregate(None, type_id)
     schema = sql.SQL("SET search_path TO {}").format(sql.Identifier(engine.options.schema))
     with psycopg.connect(TEST_SERVER) as early, psycopg.connect(TEST_SERVER) as late:
@@ -278,8 +281,12 @@ def test_referenced_rows_cannot_be_deleted(
     type_id, event_type = _types(engine)
     aggregate_id = engine.new_aggregate(None, type_id)
     engine.write_state(None, _events(aggregate_id, event_type, 1, 1), [])
-    for statement in ("DELETE FROM aggregates", "DELETE FROM event_types",
-                      "UPDATE aggregates SET id = id + 1000", "TRUNCATE event_types CASCADE"):
+    for statement in (
+        "DELETE FROM aggregates",
+        "DELETE FROM event_types",
+        "UPDATE aggregates SET id = id + 1000",
+        "TRUNCATE event_types CASCADE",
+    ):
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
             raw.execute(statement)
 
@@ -292,7 +299,8 @@ def test_events_round_trip_exactly_on_both_write_paths(engine: PostgresStorageEn
     small = [StorageEngineEvent(aggregate_id, 1, event_type, odd_state, naive, "r")]
     big = _events(aggregate_id, event_type, 2, SMALL_BATCH + 3)
     engine.write_state(None, small, [])
-    engine.write_state(None, big, [Snapshot(aggregate_id, "s1", 3), Snapshot(aggregate_id, "s2", 5)])
+    snapshots = [Snapshot(aggregate_id, "s1", 3), Snapshot(aggregate_id, "s2", 5)]
+    engine.write_state(None, big, snapshots)
     read = engine.get_events_for_aggregate(None, aggregate_id, 0)
     assert [e.sequence for e in read] == list(range(1, SMALL_BATCH + 5))
     assert read[0].state == odd_state
@@ -340,7 +348,9 @@ def test_concurrent_migrations_do_not_race() -> None:
     engines = [open_postgres_engine(temporary_uri(schema)) for _ in range(4)]
     versions: list[int] = []
     try:
-        threads = [threading.Thread(target=lambda e=e: versions.append(e.migrate())) for e in engines]
+        threads = [
+            threading.Thread(target=lambda e=e: versions.append(e.migrate())) for e in engines
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -396,8 +406,12 @@ def test_schema_must_be_a_plain_identifier(bad: str) -> None:
 
 @pytest.mark.parametrize(
     ("query", "message"),
-    [("pool_size=0", "pool_size"), ("pool_size=x", "pool_size"),
-     ("statement_timeout=-1", "statement_timeout"), ("statement_timeout=nan", "statement_timeout")],
+    [
+        ("pool_size=0", "pool_size"),
+        ("pool_size=x", "pool_size"),
+        ("statement_timeout=-1", "statement_timeout"),
+        ("statement_timeout=nan", "statement_timeout"),
+    ],
 )
 def test_bad_options_are_configuration_errors(query: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
@@ -421,9 +435,11 @@ def test_uri_options_reach_the_server_and_kwargs_win() -> None:
             assert name is not None and name[0] == "from_kwargs"
             path = conn.execute("SHOW search_path").fetchone()
             assert path is not None and path[0] == schema
-        with pytest.raises(StorageEngineError, match="statement timeout"):
-            with engine._conn(None, "sleep") as conn:
-                conn.execute("SELECT pg_sleep(2)")
+        with (
+            pytest.raises(StorageEngineError, match="statement timeout"),
+            engine._conn(None, "sleep") as conn,
+        ):
+            conn.execute("SELECT pg_sleep(2)")
         assert engine.get_counts(None).events == 0  # the pool still works
     finally:
         engine.close()

@@ -8,6 +8,7 @@ password never appears in an error, a traceback, a log line or a repr.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -18,8 +19,14 @@ import evercore
 import psycopg
 import pytest
 from evercore.errors import CommitOutcomeUnknownError, StorageEngineError
-from evercore.values import SerializedEvent, StartFrom, StorageEngineEvent, SubscriptionFilter
-from evercore.values import SubscriptionOptions, utc_now
+from evercore.values import (
+    SerializedEvent,
+    StartFrom,
+    StorageEngineEvent,
+    SubscriptionFilter,
+    SubscriptionOptions,
+    utc_now,
+)
 from evercore_postgres.engine import PostgresStorageEngine, open_postgres_engine
 from evercore_postgres.testing import TEST_SERVER, drop_schema, temporary_engine
 
@@ -167,7 +174,7 @@ def _increasing_per_run(ids: list[int]) -> bool:
     """Strictly increasing, except that a restarted runner may redeliver from its cursor
     (at-least-once): a step back never goes below an id already delivered twice."""
     seen: set[int] = set()
-    for previous, current in zip(ids, ids[1:]):
+    for previous, current in itertools.pairwise(ids):
         if current <= previous and current not in (seen | {previous}):
             return False
         seen.add(previous)

@@ -13,6 +13,7 @@ event that commits late with a lower id is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import time
 from collections.abc import Iterator, Sequence
@@ -156,10 +157,9 @@ class PostgresTransaction:
         """Discard every write (idempotent; a lost connection has discarded them already)."""
         if self.finished:
             return
-        try:
+        # A lost connection needs no ROLLBACK: the server discarded the transaction.
+        with contextlib.suppress(psycopg.Error):
             self.conn.execute("ROLLBACK")
-        except psycopg.Error:
-            pass  # the server rolls back a transaction whose connection is gone
         if self.wrote_events:
             self.engine._notifier.poke()  # a reader may be waiting for this hole
         self._finish()
@@ -180,11 +180,10 @@ class PostgresStorageEngine:
             "application_name": options.application_name,
             "options": options.server_options(),
         }
-        self._search_path = sql.SQL("SET search_path TO {}").format(
-            sql.Identifier(options.schema)
-        )
+        self._search_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(options.schema))
         with self._direct_connection("connect") as conn:
-            migrations.refuse_newer(migrations.current_version(conn, options.schema), options.schema)
+            version = migrations.current_version(conn, options.schema)
+        migrations.refuse_newer(version, options.schema)
         self._pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
             options.conninfo,
             min_size=1,
@@ -777,9 +776,11 @@ class PostgresStorageEngine:
                 where.append(sql.SQL("e.event_type_id = ANY(%(etypes)s)"))
             join = "JOIN aggregates a ON a.id = e.aggregate_id " if by_type else ""
             columns = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
-            query = sql.SQL(
-                f"SELECT {columns} FROM events e {join}WHERE "  # noqa: S608 (constants only)
-            ) + sql.SQL(" AND ").join(where) + sql.SQL(" ORDER BY e.id LIMIT %(limit)s")
+            query = (
+                sql.SQL(f"SELECT {columns} FROM events e {join}WHERE ")
+                + sql.SQL(" AND ").join(where)
+                + sql.SQL(" ORDER BY e.id LIMIT %(limit)s")
+            )
             self._read_sql[shape] = query
         return query
 
@@ -798,7 +799,7 @@ class PostgresStorageEngine:
             subscription.aggregate_key is not None,
             bool(event_types),
         )
-        params = {
+        params: dict[str, Any] = {
             "after": subscription.last_event_id,
             "atype": subscription.aggregate_type_id,
             "key": subscription.aggregate_key,
@@ -806,8 +807,8 @@ class PostgresStorageEngine:
             "limit": limit,
         }
         with self._conn(None, f"read events for subscription {subscription.name!r}") as conn:
-            params["upto"] = self._settle(conn)
-            if params["upto"] <= subscription.last_event_id:
+            upto = params["upto"] = self._settle(conn)
+            if upto <= subscription.last_event_id:
                 return []
             if tx is None:
                 return self._events(conn, conn.execute(query, params).fetchall())
