@@ -78,3 +78,27 @@ def test_comparison_modules_become_the_report(tmp_path: Path) -> None:
     assert lines[4] == "| ingest | evercore | 1,000 | 1,000 |  |  |"
     assert lines[5] == "| ingest | raw COPY | 1,000 | 2,000 | 0.50x | >= 0.8x MISSED |"
     assert lines[6] == "| ingest | eventsourcing | 1,000 | 250 | 4.00x | >= 3x met |"
+
+
+def test_comparison_modules_may_define_dataclasses(tmp_path: Path) -> None:
+    (tmp_path / "bench_typed.py").write_text(
+        textwrap.dedent(
+            """
+            from __future__ import annotations
+            import dataclasses
+
+            @dataclasses.dataclass
+            class Row:
+                events: int
+
+            def side_by_side(events):
+                row = Row(events)
+                return [{"workload": "w", "implementation": "evercore",
+                         "events": row.events, "seconds": 1.0}]
+            """
+        )
+    )
+    outcomes = _script().run_comparisons(10, lambda message: None, tmp_path)
+    assert outcomes == {
+        "typed": [{"workload": "w", "implementation": "evercore", "events": 10, "seconds": 1.0}]
+    }
