@@ -1,0 +1,1 @@
+"""Fault-injection tests: processes killed, stopped and cut off, on loopback only."""
