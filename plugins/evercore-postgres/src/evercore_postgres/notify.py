@@ -88,7 +88,11 @@ class Notifier:
 
 
 class Listener:
-    """Counts notifications on ``channel``; readers block in :meth:`wait` until it moves."""
+    """Counts notifications on ``channel``; readers block in :meth:`wait` until it moves.
+
+    The count also moves each time the ``LISTEN`` connection is (re)established,
+    since notifications sent while it was down are lost.
+    """
 
     def __init__(self, connect: Connect, channel: str, password: str | None) -> None:
         self._connect = connect
@@ -121,18 +125,24 @@ class Listener:
             try:
                 with self._connect() as conn:
                     conn.execute(self._statement)
+                    # Whatever was sent before LISTEN took effect is lost: wake every
+                    # waiter so that it reads once more (a spurious wake-up is allowed).
+                    self._bump()
                     while not self._stopping:
                         # A notification that arrives while reconnecting is lost; the
                         # reader's poll interval covers that.
                         for _ in conn.notifies(timeout=_LISTEN_TICK, stop_after=1):
-                            with self._changed:
-                                self._count += 1
-                                self._changed.notify_all()
+                            self._bump()
             except psycopg.Error as error:
                 if self._stopping:
                     break
                 log.warning("evercore-postgres listener: %s", driver_message(error, self._password))
                 time.sleep(_RETRY_DELAY)
+
+    def _bump(self) -> None:
+        with self._changed:
+            self._count += 1
+            self._changed.notify_all()
 
     def close(self) -> None:
         """Stop the thread (idempotent); it notices within a fraction of a second."""
