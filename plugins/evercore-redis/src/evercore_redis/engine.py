@@ -198,7 +198,11 @@ class RedisStorageEngine:
         # aggregate id -> highest sequence this engine stored for it (bounded cache)
         self._known_tops: dict[int, int] = {}
         self._names_lock = threading.Lock()
-        self._warn_about_persistence()
+        try:
+            self._warn_about_persistence()  # also proves the server answers
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"RedisStorageEngine({self._config.redacted_url!r}, prefix={self._config.prefix!r})"
