@@ -95,6 +95,26 @@ class Unsupported:
     """No serializer knows this class."""
 
 
+class Tag(str):
+    """Subclasses of the built-in types take the kernel's slow path."""
+
+
+class Count(int):
+    """An int subclass: serialized as ``int(value)``."""
+
+
+class Ratio(float):
+    """A float subclass."""
+
+
+class Stamp(datetime):
+    """A datetime subclass."""
+
+
+class Bag(dict):  # type: ignore[type-arg]
+    """A dict subclass: read through ``items()`` like any Mapping."""
+
+
 ZONES = [
     None,
     timezone.utc,
@@ -144,6 +164,13 @@ scalars = st.one_of(
     ),
     st.just(Unsupported()),
     st.just({1, 2}),
+    st.builds(Tag, any_text),
+    st.builds(Count, st.integers(min_value=-(2**100), max_value=2**100)),
+    st.builds(Ratio, st.floats()),
+    st.builds(
+        lambda dt: Stamp.fromisoformat(dt.isoformat()),
+        event_times,
+    ),
 )
 
 
@@ -157,6 +184,7 @@ def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         st.dictionaries(keys, children, max_size=3),
         st.dictionaries(valid_text, children, max_size=3).map(OrderedDict),
         st.dictionaries(valid_text, children, max_size=3).map(MappingProxyType),
+        st.dictionaries(any_text, children, max_size=3).map(Bag),
         st.builds(Moved, valid_text, event_times, st.lists(valid_text, max_size=3), children),
         st.builds(Slotted, children),
     )
