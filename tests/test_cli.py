@@ -457,3 +457,17 @@ def test_tail_is_wired_into_the_command_line(
     code, _, err = run(capsys, "tail", "nosuchdb://x", "--debug")
     assert code == cli.EXIT_ERROR
     assert "Traceback" in err and "evercore: error: no backend is installed" in err
+
+
+def test_bench_reports_name_the_conflicts_retried() -> None:
+    targets = (bench.BenchTarget("a", "memory://"), bench.BenchTarget("b", "memory://"))
+    results = (
+        bench.WorkloadResult("a", "memory://", "concurrent", "hot", 100, 1.0, retries=0),
+        bench.WorkloadResult("b", "memory://", "concurrent", "hot", 100, 2.0, retries=7),
+    )
+    report = bench.BenchReport(bench.BenchConfig(), targets, results, bench.environment())
+    assert "conflicts retried in the concurrent workload: a 0, b 7" in bench.render_text(report)
+    assert "Conflicts retried in the concurrent workload: a 0, b 7." in bench.render_markdown(
+        report
+    )
+    assert "| hot | 100 | 50 (0.50x) |" in bench.render_markdown(report)

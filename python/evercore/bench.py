@@ -33,6 +33,7 @@ import importlib
 import json
 import os
 import platform
+import random
 import shutil
 import sys
 import tempfile
@@ -361,9 +362,12 @@ def concurrent(store: evercore.EventStore, config: BenchConfig, tick: Tick) -> M
         ctx.apply_event_to(account, make_event(n))
 
     def worker(index: int) -> None:
+        # Each thread picks aggregates at random (seeded: runs are repeatable), so
+        # threads collide on the same aggregate as often as chance has it.
+        pick = random.Random(index).choice
         try:
             for n in range(index, config.concurrent_events, config.threads):
-                aggregate_id = ids[n % len(ids)]
+                aggregate_id = pick(ids)
                 while True:
                     try:
                         store.in_context(lambda ctx: append(ctx, aggregate_id, n))  # noqa: B023
@@ -596,7 +600,16 @@ def render_text(report: BenchReport) -> str:
     notes = []
     if len(report.targets) > 1:
         notes.append(f"(x) = events/s relative to {report.targets[0].label}")
+    notes += _retries(report)
     return "\n".join([format_table(headers, rows), "", *notes, *legend])
+
+
+def _retries(report: BenchReport) -> list[str]:
+    """A note on conflicts retried, when a workload had any."""
+    counts = [f"{r.target} {r.retries:,}" for r in report.results if r.workload == "concurrent"]
+    if not any(r.retries for r in report.results):
+        return []
+    return [f"conflicts retried in the concurrent workload: {', '.join(counts)}"]
 
 
 def _temporary(target: BenchTarget) -> str:
@@ -612,6 +625,7 @@ def render_markdown(report: BenchReport, command: str | None = None) -> str:
     footer = [f"Measured in one run ({env})."]
     if len(report.targets) > 1:
         footer.append(f"Ratios are events/s relative to {report.targets[0].label}.")
+    footer += [f"{note[0].upper()}{note[1:]}." for note in _retries(report)]
     if command:
         footer.append(f"Command: `{command}`")
     stores = ", ".join(f"{t.label} = `{t.display_uri}`{_temporary(t)}" for t in report.targets)
