@@ -13,8 +13,8 @@ run: setup
 
 test: setup
 	cargo test --workspace --quiet
-	$(MAKE) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) lint
 
 setup: $(STAMP)
 
