@@ -5,11 +5,18 @@ write (types, aggregates, key changes, events, snapshots, subscription changes)
 and applies all of it atomically on ``commit()``; ``rollback()`` drops the buffer.
 Reads inside a transaction see the committed data overlaid with its own writes.
 
-Indexes: events per aggregate in sequence order (loads bisect to the snapshot),
-natural keys in a dict, the latest snapshot per aggregate, and the global log as
-parallel column lists where an event's id is its position + 1. Ids are assigned
-at commit under the lock, so the log never has gaps and subscription reads jump
-straight to the cursor.
+Storage: the global log is a set of parallel column lists (an event's id is its
+position + 1), extended by whole transactions; ``SerializedEvent`` values are
+built when read. Indexes: each aggregate's log positions in sequence order (loads
+bisect to the snapshot), its highest sequence, natural keys in a dict, and the
+latest snapshot per aggregate. Ids are assigned at commit under the lock, so the
+log never has gaps and subscription reads jump straight to the cursor.
+
+Write path: ``write_state`` transposes a batch into columns once and checks it
+per aggregate with the sequence kernel (a batch that runs on from the stored
+sequences cannot hold a duplicate); only other batches take the exact per-event
+check. The commit appends with C-level iterators, never a Python loop per event
+unless the batch was out of order.
 """
 
 from __future__ import annotations
