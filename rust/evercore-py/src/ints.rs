@@ -38,7 +38,8 @@ fn small_ints(py: Python<'_>) -> Option<SmallInts> {
 }
 
 /// The singletons' addresses if Python hands out one object per small int and
-/// those objects are evenly spaced in one block; else None.
+/// those objects lie evenly spaced and packed in one block (so that any object
+/// address inside the block is one of them); else None.
 fn probe(py: Python<'_>) -> Option<SmallInts> {
     let objects: Vec<Bound<'_, PyInt>> = (SMALLEST..=LARGEST).map(|value| PyInt::new(py, value)).collect();
     let singletons = (SMALLEST..=LARGEST).zip(&objects).all(|(value, object)| PyInt::new(py, value).is(object));
@@ -47,7 +48,10 @@ fn probe(py: Python<'_>) -> Option<SmallInts> {
     let evenly_spaced = objects.iter().enumerate().all(|(i, object)| {
         i.checked_mul(stride).and_then(|offset| first.checked_add(offset)) == Some(object.as_ptr() as usize)
     });
-    (singletons && evenly_spaced).then(|| SmallInts { first, end: first + objects.len() * stride })
+    // No other object (16 bytes at least) may fit between two of them.
+    let size: usize = py.import("sys").ok()?.getattr("getsizeof").ok()?.call1((1,)).ok()?.extract().ok()?;
+    let packed = stride < size + 16;
+    (singletons && evenly_spaced && packed).then(|| SmallInts { first, end: first + objects.len() * stride })
 }
 
 /// The singleton's address of `value`, when `value` is a small int and the layout holds.
