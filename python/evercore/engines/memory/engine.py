@@ -243,6 +243,9 @@ class _Log:
     def __init__(self) -> None:
         self.columns = _Columns()
         self.aggregate_type_ids: list[int] = []
+        # Events already built by a read (None until then): a commit builds none, and
+        # an event read again (a reloaded aggregate, another subscriber) is not rebuilt.
+        self.built: list[SerializedEvent | None] = []
         # Per commit: where its events end, and the running maximum of event_time
         # through it. That maximum never decreases, so bisecting it finds the commit
         # holding the first event at or after a time even though event times are not
@@ -253,6 +256,7 @@ class _Log:
     def extend(self, columns: _Columns, aggregate_type_ids: Iterable[int]) -> None:
         self.columns.extend(columns)
         self.aggregate_type_ids.extend(aggregate_type_ids)
+        self.built.extend(itertools.repeat(None, len(columns)))
         latest = max(columns.times)
         self.max_times.append(max(latest, self.max_times[-1]) if self.max_times else latest)
         self.commit_ends.append(self.max_id)
@@ -264,8 +268,17 @@ class _Log:
     def read(
         self, positions: Sequence[int], event_types: Mapping[int, str]
     ) -> list[SerializedEvent]:
-        """The committed events at ``positions``."""
-        return self.columns.read(positions, map(_PLUS_ONE, positions), event_types.__getitem__)
+        """The committed events at ``positions`` (caller holds the engine lock)."""
+        built = _gather(self.built, positions)
+        if all(built):  # every one built before (an event is a non-empty tuple)
+            return list(built)
+        events = self.columns.read(positions, map(_PLUS_ONE, positions), event_types.__getitem__)
+        if isinstance(positions, range):
+            self.built[positions.start : positions.stop] = events
+        else:
+            for position, event in zip(positions, events, strict=True):
+                self.built[position] = event
+        return events
 
     def first_id_at(self, moment: datetime) -> int:
         """The id of the first event with time >= ``moment``, 0 when none."""
