@@ -12,6 +12,7 @@ import queue
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -98,20 +99,74 @@ class Worker:
         self.kill()
 
 
-class CuttingProxy:
-    """A TCP proxy on 127.0.0.1 in front of a server (PostgreSQL here).
+class PostgresCommitDetector:
+    """Follows one client-to-server PostgreSQL stream (frontend protocol 3, no TLS) and
+    says when a COMMIT goes by: as a simple query, as an unnamed or named Parse, or as a
+    Bind of a statement prepared earlier as COMMIT (psycopg prepares statements it runs
+    often, so after a while the text "COMMIT" is no longer sent)."""
 
-    While ``cut_after`` is set, the first client message that contains it is
-    forwarded to the server and then both connections are closed before any
-    answer gets back: the client cannot know whether the server acted on it.
+    _SSL_REQUEST = 80877103
+    _GSS_REQUEST = 80877104
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.started = False
+        self.commit_statements: set[bytes] = set()
+
+    def feed(self, data: bytes) -> bool:
+        """Take the next bytes of the stream; True when they hold a COMMIT."""
+        self.buffer += data
+        seen = False
+        while True:
+            if not self.started:
+                if len(self.buffer) < 8:
+                    return seen
+                length, code = struct.unpack(">ii", self.buffer[:8])
+                if code not in (self._SSL_REQUEST, self._GSS_REQUEST):
+                    self.started = True
+                self.buffer = self.buffer[length:]
+                continue
+            if len(self.buffer) < 5:
+                return seen
+            kind = self.buffer[:1]
+            (length,) = struct.unpack(">i", self.buffer[1:5])
+            if len(self.buffer) < 1 + length:
+                return seen
+            payload, self.buffer = self.buffer[5 : 1 + length], self.buffer[1 + length :]
+            seen = self._message(kind, payload) or seen
+
+    def _message(self, kind: bytes, payload: bytes) -> bool:
+        fields = payload.split(b"\x00")
+        if kind == b"Q":
+            return _is_commit(fields[0])
+        if kind == b"P" and _is_commit(fields[1]):
+            if fields[0]:
+                self.commit_statements.add(fields[0])
+                return False
+            return True
+        return kind == b"B" and fields[1] in self.commit_statements
+
+
+def _is_commit(query: bytes) -> bool:
+    return query.strip().rstrip(b";").upper() == b"COMMIT"
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server.
+
+    For PostgreSQL (``postgres=True``): while ``cut_on_commit`` is set, the first
+    COMMIT a client sends is forwarded to the server and then both connections are
+    closed before any answer gets back, so the client cannot know whether it
+    committed. Connect with ``sslmode=disable`` so the proxy can read the protocol.
     ``close()`` drops every connection and stops listening (the server is "gone").
     """
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
-        self.target = (target_host, target_port)
+    def __init__(self, target_port: int, *, postgres: bool = False) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.postgres = postgres
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.cut_after: bytes | None = None
+        self.cut_on_commit = False
         self.cuts = 0
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
@@ -131,21 +186,17 @@ class CuttingProxy:
 
     def _pump(self, client: socket.socket, server: socket.socket) -> None:
         sockets = [client, server]
+        detector = PostgresCommitDetector() if self.postgres else None
         try:
-            while True:
+            while not self._closed:
                 ready, _, _ = select.select(sockets, [], [], 0.5)
-                if self._closed:
-                    return
                 for sock in ready:
                     data = sock.recv(65536)
                     if not data:
                         return
-                    other = server if sock is client else client
-                    other.sendall(data)
-                    marker = self.cut_after
-                    if sock is client and marker is not None and marker in data:
-                        self.cut_after = None
-                        self.cuts += 1
+                    (server if sock is client else client).sendall(data)
+                    commit = sock is client and detector is not None and detector.feed(data)
+                    if commit and self._take_cut():
                         time.sleep(0.2)  # let the server receive and act on it
                         return
         except OSError:
@@ -153,6 +204,14 @@ class CuttingProxy:
         finally:
             for sock in sockets:
                 _close(sock)
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if not self.cut_on_commit:
+                return False
+            self.cut_on_commit = False
+            self.cuts += 1
+            return True
 
     def close(self) -> None:
         """Stop listening and cut every connection."""

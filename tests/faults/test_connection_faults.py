@@ -1,0 +1,215 @@
+"""Connections cut and refused, on loopback only.
+
+* A proxy in front of PostgreSQL cuts the connection right after forwarding COMMIT:
+  the caller gets ``CommitOutcomeUnknownError`` (never a silent success or a silent
+  duplicate), can find out by reloading, and the pool recovers.
+* With a password in a PostgreSQL or Redis URI, failures (nothing listening, refused
+  authentication, the server gone mid-use) never show the password: not in an
+  exception message, a traceback, a log record, a ``repr`` or ``evercore info``.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import evercore
+import pytest
+from evercore import CommitOutcomeUnknownError, EvercoreError
+from evercore.testing.reliability import TallyChanged, record_figures, tally_class
+
+from tests.backends import (
+    delete_redis_prefix,
+    drop_postgres_schema,
+    open_migrated,
+    unique_name,
+)
+from tests.faults.harness import ROOT, CuttingProxy
+from tests.services import ensure_postgres, ensure_redis
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@contextmanager
+def proxied_postgres(password: str = "") -> Iterator[tuple[CuttingProxy, str, str]]:
+    """(proxy, URI through the proxy, schema) of a fresh schema; dropped afterwards."""
+    ensure_postgres()
+    proxy = CuttingProxy(5432, postgres=True)
+    schema = unique_name("cut")
+    secret = f":{password}" if password else ""
+    try:
+        yield (
+            proxy,
+            f"postgresql://postgres{secret}@127.0.0.1:{proxy.port}/test?sslmode=disable&schema={schema}",
+            schema,
+        )
+    finally:
+        proxy.close()
+        drop_postgres_schema(schema)
+
+
+# ------------------------------------------------------------ commit outcome --
+@pytest.mark.postgres
+def test_connection_cut_after_commit_is_outcome_unknown() -> None:
+    with proxied_postgres() as (proxy, uri, schema):
+        store = evercore.connect(uri)
+        try:
+            cls = tally_class("cut.Tally")
+            aggregate_id = store.in_context(lambda ctx: ctx.new_aggregate_id("cut.Tally"))
+            proxy.cut_on_commit = True
+            with pytest.raises(CommitOutcomeUnknownError) as caught, store.context() as ctx:
+                agg = cls()
+                ctx.load_state_into(agg, aggregate_id)
+                ctx.apply_event_to(agg, TallyChanged(amount=1), reference="in-doubt")
+            assert proxy.cuts == 1
+            assert "may or may not" in str(caught.value)
+            # The caller finds out by reloading: the server got COMMIT, so the event is
+            # there exactly once; retrying blindly would be refused (same sequence).
+            checker = open_migrated(f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}")
+            try:
+                events = checker.get_events_for_aggregate(None, aggregate_id, 0)
+            finally:
+                checker.close()
+            assert [e.reference for e in events] == ["in-doubt"]
+            # The pool replaced the broken connection: the next context works.
+            with store.context() as ctx:
+                agg = cls()
+                ctx.load_state_into(agg, aggregate_id)
+                ctx.apply_event_to(agg, TallyChanged(amount=2), reference="after")
+            assert agg.sequence == 2
+        finally:
+            store.close()
+    record_figures(
+        "connection cut after COMMIT (proxy)",
+        "postgresql",
+        operations=3,
+        faults=1,
+        outcome_unknown_raised=1,
+        events_checked=2,
+        lost=0,
+        duplicates=0,
+    )
+
+
+# --------------------------------------------------------------------- secrets --
+def _secret() -> str:
+    return f"pw-{uuid.uuid4().hex}"
+
+
+def _failures_postgres(secret: str) -> Iterator[tuple[str, Callable[[], object]]]:
+    yield (
+        "nothing listening",
+        lambda: evercore.connect(f"postgresql://postgres:{secret}@127.0.0.1:1/test"),
+    )
+    yield (
+        "unknown role",
+        lambda: evercore.connect(f"postgresql://nosuchrole:{secret}@127.0.0.1:5432/test?schema=x"),
+    )
+
+    def server_gone() -> None:
+        with proxied_postgres(secret) as (proxy, uri, _):
+            store = evercore.connect(uri)
+            try:
+                assert secret not in repr(store) + repr(store.storage_engine)
+                with store.context() as ctx:  # holds a connection, then loses it
+                    proxy.close()
+                    ctx.new_aggregate_id("gone")
+            finally:
+                store.close()
+
+    yield "server gone", server_gone
+
+
+def _failures_redis(secret: str) -> Iterator[tuple[str, Callable[[], object]]]:
+    yield "nothing listening", lambda: evercore.connect(f"redis://:{secret}@127.0.0.1:1/0")
+    yield "refused auth", lambda: evercore.connect(f"redis://nosuchuser:{secret}@127.0.0.1:6379/0")
+
+    def server_gone() -> None:
+        proxy = CuttingProxy(6379)
+        prefix = unique_name("gone")
+        store = evercore.connect(f"redis://:{secret}@127.0.0.1:{proxy.port}/0?prefix={prefix}")
+        try:
+            assert secret not in repr(store) + repr(store.storage_engine)
+            with store.context() as ctx:
+                proxy.close()
+                ctx.new_aggregate_id("gone")
+        finally:
+            store.close()
+            delete_redis_prefix(prefix)
+
+    yield "server gone", server_gone
+
+
+@pytest.mark.parametrize(
+    ("backend", "failures", "ensure", "scheme"),
+    [
+        pytest.param(
+            "postgresql",
+            _failures_postgres,
+            ensure_postgres,
+            "postgresql",
+            marks=pytest.mark.postgres,
+            id="postgresql",
+        ),
+        pytest.param(
+            "redis", _failures_redis, ensure_redis, "redis", marks=pytest.mark.redis, id="redis"
+        ),
+    ],
+)
+def test_passwords_never_leak_from_failures(
+    backend: str,
+    failures: Callable[[str], Iterator[tuple[str, Callable[[], object]]]],
+    ensure: Callable[[], None],
+    scheme: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ensure()
+    secret = _secret()
+    caplog.set_level(logging.DEBUG)
+    forced = 0
+    for what, action in failures(secret):
+        with pytest.raises(EvercoreError) as caught:
+            action()
+        forced += 1
+        assert_no_secret(caught.value, secret, what)
+    assert secret not in caplog.text, "a log record shows the password"
+    for record in caplog.records:
+        assert secret not in repr(record.args) + str(record.exc_info)
+    info = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, evercore.cli; sys.exit(evercore.cli.main())",
+            "info",
+            f"{scheme}://u:{secret}@127.0.0.1:1/0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert info.returncode != 0
+    assert secret not in info.stdout + info.stderr, "evercore info shows the password"
+    record_figures(
+        "password in URI never leaks",
+        backend,
+        operations=forced + 1,
+        faults=forced + 1,
+        leaks=0,
+    )
+
+
+def assert_no_secret(error: BaseException, secret: str, what: str) -> None:
+    """``secret`` is in no message, repr or traceback of ``error`` or its causes."""
+    import traceback
+
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    chain: BaseException | None = error
+    while chain is not None:
+        text += repr(chain) + str(chain) + repr(chain.args)
+        chain = chain.__cause__ or chain.__context__
+    assert secret not in text, f"{what}: the password leaks from {error!r}"
