@@ -252,3 +252,23 @@ def test_time_that_is_not_a_datetime_is_refused_naming_it(engine: SqliteStorageE
     bad = StorageEngineEvent(aggregate_id, 1, event_type, "{}", "2025-01-01", "")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="2025-01-01"):
         engine.write_state(None, [bad], [])
+
+
+def test_abandoned_transaction_releases_the_write_lock(
+    uri: str, engine: SqliteStorageEngine
+) -> None:
+    type_id, _ = _types(engine)
+    impatient = open_sqlite_engine(uri, busy_timeout=0.2)
+    tx = engine.get_transaction_info()
+    abandoned = engine.new_aggregate(tx, type_id)
+    del tx  # never committed nor rolled back
+    # The lock is free at once, and the abandoned aggregate was rolled back (its id
+    # is handed out again).
+    assert impatient.new_aggregate(None, type_id) == abandoned
+    assert impatient.get_counts(None).aggregates == 1
+    impatient.close()
+
+
+def test_subscription_read_needs_a_positive_limit(engine: SqliteStorageEngine) -> None:
+    with pytest.raises(ValueError, match="-1"):
+        engine.get_events_for_subscription(None, Subscription(id=0, name="all"), -1)

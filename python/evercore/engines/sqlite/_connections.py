@@ -123,7 +123,9 @@ class ConnectionPool:
         self._config = config
         self._file_path = file_path
         self._idle: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        # Reentrant: the garbage collector may finalise an abandoned transaction
+        # (which releases its connection) while this thread holds the lock.
+        self._lock = threading.RLock()
         self._closed = False
 
     def acquire(self) -> sqlite3.Connection:

@@ -493,6 +493,8 @@ class SqliteStorageEngine:
     ) -> list[SerializedEvent]:
         """Up to ``limit`` matching events after the cursor, in id order. Filters run
         in SQLite; ids are gap-free, so nothing committed later can have a lower id."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
         type_ids = subscription.event_type_ids or (
             () if subscription.event_type_id is None else (subscription.event_type_id,)
         )
