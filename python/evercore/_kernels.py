@@ -24,14 +24,21 @@ if PURE_PYTHON:
         validate_sequences,
     )
 else:
-    from evercore._core import (
-        dumps,
-        encode_copy_rows,
-        encode_events,
-        filter_events,
-        serialize_payloads,
-        validate_sequences,
-    )
+    try:
+        from evercore._core import (
+            dumps,
+            encode_copy_rows,
+            encode_events,
+            filter_events,
+            serialize_payloads,
+            validate_sequences,
+        )
+    except ImportError as error:
+        raise ImportError(
+            "evercore's Rust extension (evercore._core) cannot be imported: reinstall "
+            "evercore (`pip install -e .` builds it from source), or set "
+            "EVERCORE_PURE_PYTHON=1 to run on the slower pure-Python kernels"
+        ) from error
 
 __all__ = [
     "PURE_PYTHON",
