@@ -121,6 +121,7 @@ class PostgresTransaction:
         self.engine = engine
         self.conn = conn
         self.finished = False
+        self.begun = False  # BEGIN goes out with the first statement
         self.failure: Exception | None = None
         self.wrote_events = False
         self.new_event_types: dict[str, int] = {}
@@ -140,7 +141,8 @@ class PostgresTransaction:
                 "PostgreSQL transaction cannot commit after an error; nothing was written"
             ) from self.failure
         try:
-            self.conn.execute("COMMIT")
+            if self.begun:
+                self.conn.execute("COMMIT")
         except psycopg.Error as error:
             broken = self.conn.broken
             self._finish()
@@ -158,8 +160,9 @@ class PostgresTransaction:
         if self.finished:
             return
         # A lost connection needs no ROLLBACK: the server discarded the transaction.
-        with contextlib.suppress(psycopg.Error):
-            self.conn.execute("ROLLBACK")
+        if self.begun:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.execute("ROLLBACK")
         if self.wrote_events:
             self.engine._notifier.poke()  # a reader may be waiting for this hole
         self._finish()
@@ -241,16 +244,29 @@ class PostgresStorageEngine:
         return tx
 
     @contextmanager
-    def _conn(self, tx: Transaction | None, action: str) -> Iterator[Conn]:
+    def _conn(self, tx: Transaction | None, action: str, pipeline: bool = True) -> Iterator[Conn]:
         """``tx``'s connection, or a pooled autocommit one; driver errors become
-        evercore errors (and doom ``tx``)."""
+        evercore errors (and doom ``tx``).
+
+        The first use of ``tx`` sends ``BEGIN`` in a pipeline with the statements of
+        the block (one round trip), unless the block cannot be pipelined (``COPY``).
+        """
         own = self._own(tx)
         try:
             if own is None:
                 with self._pool.connection() as conn:
                     yield conn
-            else:
+            elif own.begun:
                 yield own.conn
+            else:
+                own.begun = True
+                if pipeline:
+                    with own.conn.pipeline():
+                        own.conn.execute("BEGIN")
+                        yield own.conn
+                else:
+                    own.conn.execute("BEGIN")
+                    yield own.conn
         except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
             translated = self._error(error, action)
             if own is not None:
@@ -260,7 +276,7 @@ class PostgresStorageEngine:
     @contextmanager
     def _atomic(self, tx: Transaction | None, action: str) -> Iterator[Conn]:
         """Like :meth:`_conn`, inside a transaction of its own when ``tx`` is None."""
-        with self._conn(tx, action) as conn:
+        with self._conn(tx, action, pipeline=False) as conn:
             if tx is not None:
                 yield conn
             else:
@@ -274,17 +290,12 @@ class PostgresStorageEngine:
         return MAX_KEY_LENGTH
 
     def get_transaction_info(self) -> PostgresTransaction:
-        """Begin a transaction on a connection taken from the pool."""
+        """Take a connection from the pool for a transaction; ``BEGIN`` is sent with
+        its first statement, in one round trip."""
         try:
-            conn = self._pool.getconn()
+            return PostgresTransaction(self, self._pool.getconn())
         except psycopg_pool.PoolTimeout as error:
             raise self._error(error, "begin a transaction") from error
-        try:
-            conn.execute("BEGIN")
-        except psycopg.Error as error:
-            self._pool.putconn(conn)
-            raise self._error(error, "begin a transaction") from error
-        return PostgresTransaction(self, conn)
 
     def close(self) -> None:
         """Stop the notification threads and close every connection (idempotent)."""
