@@ -301,6 +301,17 @@ def test_state_reference_and_time_round_trip_exactly(engine: RedisStorageEngine)
     assert log == stored
 
 
+def test_a_large_context_on_one_aggregate(engine: RedisStorageEngine) -> None:
+    aggregate_id = new_with_events(engine, 1300)  # written in slices inside commit.lua
+    events = engine.get_events_for_aggregate(None, aggregate_id, 700)
+    assert [e.sequence for e in events] == list(range(701, 1301))
+    assert [e.event_id for e in events] == list(range(701, 1301))
+    placed = engine.get_event_type_id(None, "Placed")
+    with pytest.raises(ConcurrencyError, match="1300"):
+        engine.write_state(None, [event(aggregate_id, 1301, placed),
+                                  event(aggregate_id, 1300, placed)], [])
+
+
 def test_an_older_snapshot_does_not_replace_a_newer_one(engine: RedisStorageEngine) -> None:
     aggregate_id = new_with_events(engine, 3)
     engine.write_state(None, [], [Snapshot(aggregate_id, "at-3", 3)])

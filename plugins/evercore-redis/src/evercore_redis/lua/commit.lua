@@ -201,6 +201,7 @@ if n_events > 0 then
   last = redis.call('HINCRBY', B .. 'ctr', 'event', n_events)
   local gid = last - n_events
   local log = B .. 'log'
+  local by_agg = {}     -- aggregate id -> {score, member, ...} not yet added
   for k = 1, n_events do
     gid = gid + 1
     local g = string.format('%d', gid)
@@ -212,8 +213,22 @@ if n_events > 0 then
     end
     local member = g .. ':' .. event
     redis.call('XADD', log, g .. '-0', 'at', agg_type[id], 'e', member)
-    redis.call('ZADD', B .. 'ev:' .. id, seq, member)
+    -- One ZADD per aggregate (in slices, for Lua's stack) rather than one per event.
+    local pending = by_agg[id]
+    if pending == nil then
+      pending = {}
+      by_agg[id] = pending
+    end
+    pending[#pending + 1] = seq
+    pending[#pending + 1] = member
+    if #pending >= 512 then
+      redis.call('ZADD', B .. 'ev:' .. id, unpack(pending))
+      by_agg[id] = {}
+    end
     i = i + 1
+  end
+  for id, pending in pairs(by_agg) do
+    if #pending > 0 then redis.call('ZADD', B .. 'ev:' .. id, unpack(pending)) end
   end
 end
 for id, top in pairs(agg_top) do
