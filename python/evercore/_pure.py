@@ -274,6 +274,8 @@ _PG_COPY_TRAILER = struct.pack(">h", -1)
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _INT8_MIN, _INT8_MAX = -(2**63), 2**63 - 1
+_MAX_FIELD_BYTES = 2**30 - 1
+"""PostgreSQL's limit on one field (``MaxAllocSize``)."""
 
 
 def encode_copy_rows(events: Sequence[StorageEngineEvent]) -> bytes:
@@ -317,6 +319,8 @@ def _copy_text(value: str, where: str, field: str) -> bytes:
         raise SerializationError(
             f"{where}: {field} contains a lone surrogate, which cannot be encoded as UTF-8"
         ) from None
+    if len(data) > _MAX_FIELD_BYTES:
+        raise SerializationError(f"{where}: {field} is longer than PostgreSQL's 1 GB field limit")
     return struct.pack(">i", len(data)) + data
 
 

@@ -6,12 +6,15 @@
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\x00";
 
+/// PostgreSQL's limit on one field's size.
+const MAX_FIELD_BYTES: usize = (1 << 30) - 1;
+
 /// Why a value cannot go into a COPY field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TextProblem {
     /// PostgreSQL text cannot hold U+0000.
     Nul,
-    /// Longer than a field's 32-bit length can say.
+    /// Longer than PostgreSQL takes in one field (1 GB - 1 bytes, `MaxAllocSize`).
     TooLong,
 }
 
@@ -48,10 +51,11 @@ impl CopyWriter {
 
     /// A `text` field from UTF-8 bytes.
     pub fn text(&mut self, value: &str) -> Result<(), TextProblem> {
-        let length = i32::try_from(value.len()).map_err(|_| TextProblem::TooLong)?;
         if value.as_bytes().contains(&0) {
             return Err(TextProblem::Nul);
         }
+        let length =
+            i32::try_from(value.len()).ok().filter(|_| value.len() <= MAX_FIELD_BYTES).ok_or(TextProblem::TooLong)?;
         self.buf.extend_from_slice(&length.to_be_bytes());
         self.buf.extend_from_slice(value.as_bytes());
         Ok(())
