@@ -312,6 +312,32 @@ def test_a_large_context_on_one_aggregate(engine: RedisStorageEngine) -> None:
                                   event(aggregate_id, 1300, placed)], [])
 
 
+def test_sequences_with_gaps_and_out_of_order_are_read_in_order(
+    engine: RedisStorageEngine,
+) -> None:
+    order = engine.get_aggregate_type_id(None, "Order")
+    placed = engine.get_event_type_id(None, "Placed")
+    aggregate_id = engine.new_aggregate(None, order)
+    for batch in ([7], [2, 3], [1], [9, 5]):  # each a commit; the list keeps commit order
+        engine.write_state(None, [event(aggregate_id, s, placed, f"s{s}") for s in batch], [])
+    for after, expected in ((0, [1, 2, 3, 5, 7, 9]), (1, [2, 3, 5, 7, 9]), (3, [5, 7, 9]),
+                            (6, [7, 9]), (9, []), (-1, [1, 2, 3, 5, 7, 9])):
+        events = engine.get_events_for_aggregate(None, aggregate_id, after)
+        assert [e.sequence for e in events] == expected, after
+        assert [e.state for e in events] == [f"s{s}" for s in expected]
+    for taken in (1, 5, 9):
+        with pytest.raises(ConcurrencyError, match=f"sequence {taken}"):
+            engine.write_state(None, [event(aggregate_id, taken, placed)], [])
+        tx = engine.get_transaction_info()
+        with pytest.raises(ConcurrencyError, match=f"sequence {taken}"):
+            engine.write_state(tx, [event(aggregate_id, taken, placed)], [])
+        tx.rollback()
+    engine.write_state(None, [event(aggregate_id, 4, placed, "s4")], [])  # a free gap
+    assert [e.sequence for e in engine.get_events_for_aggregate(None, aggregate_id, 3)] == [
+        4, 5, 7, 9,
+    ]
+
+
 def test_an_older_snapshot_does_not_replace_a_newer_one(engine: RedisStorageEngine) -> None:
     aggregate_id = new_with_events(engine, 3)
     engine.write_state(None, [], [Snapshot(aggregate_id, "at-3", 3)])

@@ -17,8 +17,12 @@ class LuaScript:
     sha: str
 
 
+def _read(name: str) -> str:
+    return files("evercore_redis").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+
+
 @cache
 def load(name: str) -> LuaScript:
-    """The script ``lua/<name>.lua`` of this package."""
-    source = files("evercore_redis").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+    """The script ``lua/<name>.lua`` of this package, after the shared ``lua/lib.lua``."""
+    source = _read("lib") + _read(name)
     return LuaScript(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())

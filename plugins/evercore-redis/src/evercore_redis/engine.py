@@ -12,7 +12,7 @@ key                    type    holds
 ``agg``                hash    aggregate id -> ``<type id>:<highest stored sequence>``
 ``akey``               hash    aggregate id -> natural key
 ``key``                hash    natural key -> ``<aggregate id>:<aggregate type id>``
-``ev:<aggregate id>``  zset    the aggregate's events, scored by sequence
+``ev:<aggregate id>``  list    the aggregate's events in commit order
 ``log``                stream  the global log; entry id ``<global event id>-0``
 ``snap``               hash    aggregate id -> ``<sequence>:<state>`` (the latest)
 ``sub``                hash    subscription name -> id
@@ -27,6 +27,7 @@ a transaction overlay the buffer on what is stored.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -562,17 +563,11 @@ class RedisStorageEngine:
         """The aggregate's events after ``after_sequence`` in sequence order, including
         this transaction's own (with ``event_id`` 0 until committed)."""
         buffer = self._tx(tx)
-        with self._guard("read events"):
-            members = self._client.zrangebyscore(
-                f"{self._base}ev:{aggregate_id}", f"({after_sequence}", "+inf"
-            )
-        events = self._decode(lambda names: _codec.decode_events(members, names)) \
-            if members else []
+        events, top = self._stored_events(aggregate_id, max(after_sequence, 0))
         if buffer is None:
             return events
-        seen = max(after_sequence, events[-1].sequence if events else 0)
         buffer.sequence_ceilings[aggregate_id] = max(
-            seen, buffer.sequence_ceilings.get(aggregate_id, 0)
+            top, after_sequence, buffer.sequence_ceilings.get(aggregate_id, 0)
         )
         pending = [
             e for e in buffer.events
@@ -582,6 +577,30 @@ class RedisStorageEngine:
             events.extend(self._unsaved(buffer, pending))
             events.sort(key=lambda e: e.sequence)
         return events
+
+    def _stored_events(self, aggregate_id: int, after: int) -> tuple[list[SerializedEvent], int]:
+        """The stored events with sequence > ``after``, and the highest stored sequence.
+
+        The list holds events in commit order. When the aggregate's sequences are
+        1..top in order (the norm) its tail from index ``after`` is the answer, which
+        the tail itself proves: contiguous from ``after + 1`` up to ``top``. Anything
+        else (gaps, out-of-order writes) reads the whole list and sorts it.
+        """
+        key = f"{self._base}ev:{aggregate_id}"
+        with self._guard("read events"):
+            pipe = self._client.pipeline(transaction=True)  # the tail and top agree
+            pipe.lrange(key, after, -1)
+            pipe.hget(self._base + "agg", str(aggregate_id))
+            members, stored = pipe.execute()
+        top = int(stored.partition(":")[2]) if stored else 0
+        events = self._decode(lambda names: _codec.decode_events(members, names)) \
+            if members else []
+        if _is_tail(events, after, top):
+            return events, top
+        with self._guard("read events"):
+            members = self._client.lrange(key, 0, -1)
+        events = self._decode(lambda names: _codec.decode_events(members, names))
+        return sorted((e for e in events if e.sequence > after), key=lambda e: e.sequence), top
 
     def _unsaved(
         self, buffer: RedisTransaction, pending: Sequence[StorageEngineEvent]
@@ -1000,6 +1019,15 @@ class RedisStorageEngine:
 
 def _raw_response(response: Any, **options: Any) -> Any:
     return response
+
+
+def _is_tail(events: Sequence[SerializedEvent], after: int, top: int) -> bool:
+    """Whether ``events`` are exactly the sequences ``after + 1 .. top``, in order."""
+    if not events:
+        return top <= after
+    if events[0].sequence != after + 1 or events[-1].sequence != top:
+        return False
+    return all(b.sequence == a.sequence + 1 for a, b in itertools.pairwise(events))
 
 
 def _overlay(subscription: Subscription, buffer: RedisTransaction) -> Subscription:

@@ -1,6 +1,5 @@
 -- Find the first (aggregate id, sequence) pair that is already stored.
 -- ARGV: base, then aggregate id and sequence pairs. Returns {} or {aggregate id, sequence}.
--- Only a sequence at or below the aggregate's highest stored one needs a lookup.
 local B = ARGV[1]
 local tops = {}
 for i = 2, #ARGV, 2 do
@@ -10,8 +9,6 @@ for i = 2, #ARGV, 2 do
     top = tonumber(string.match(redis.call('HGET', B .. 'agg', id) or '0:0', ':(%d+)$'))
     tops[id] = top
   end
-  if tonumber(seq) <= top and redis.call('ZCOUNT', B .. 'ev:' .. id, seq, seq) > 0 then
-    return {id, seq}
-  end
+  if has_sequence(B, id, seq, top) then return {id, seq} end
 end
 return {}

@@ -129,9 +129,7 @@ for k = 1, n_events do
   local id, seq = string.match(ARGV[i], '^(%d+):(%d+):')
   if stored_type(id) == nil then return {'noagg', id} end
   local n = tonumber(seq)
-  if n <= agg_top[id] and redis.call('ZCOUNT', B .. 'ev:' .. id, seq, seq) > 0 then
-    return {'conflict', id, seq}
-  end
+  if has_sequence(B, id, seq, agg_top[id]) then return {'conflict', id, seq} end
   new_top[id] = math.max(new_top[id] or agg_top[id], n)
   event_agg[k], event_seq[k] = id, seq
   i = i + 1
@@ -201,7 +199,7 @@ if n_events > 0 then
   last = redis.call('HINCRBY', B .. 'ctr', 'event', n_events)
   local gid = last - n_events
   local log = B .. 'log'
-  local by_agg = {}     -- aggregate id -> {score, member, ...} not yet added
+  local by_agg = {}     -- aggregate id -> members not yet appended to its list
   for k = 1, n_events do
     gid = gid + 1
     local g = string.format('%d', gid)
@@ -213,22 +211,21 @@ if n_events > 0 then
     end
     local member = g .. ':' .. event
     redis.call('XADD', log, g .. '-0', 'at', agg_type[id], 'e', member)
-    -- One ZADD per aggregate (in slices, for Lua's stack) rather than one per event.
+    -- One RPUSH per aggregate (in slices, for Lua's stack) rather than one per event.
     local pending = by_agg[id]
     if pending == nil then
       pending = {}
       by_agg[id] = pending
     end
-    pending[#pending + 1] = seq
     pending[#pending + 1] = member
     if #pending >= 512 then
-      redis.call('ZADD', B .. 'ev:' .. id, unpack(pending))
+      redis.call('RPUSH', B .. 'ev:' .. id, unpack(pending))
       by_agg[id] = {}
     end
     i = i + 1
   end
   for id, pending in pairs(by_agg) do
-    if #pending > 0 then redis.call('ZADD', B .. 'ev:' .. id, unpack(pending)) end
+    if #pending > 0 then redis.call('RPUSH', B .. 'ev:' .. id, unpack(pending)) end
   end
 end
 for id, top in pairs(agg_top) do
