@@ -31,24 +31,45 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
+    let mut index = 0;
+    while index < bytes.len() {
+        // Most text needs no escaping: skip it eight bytes at a time.
+        if let Some(chunk) = bytes.get(index..index + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if !needs_escape(u64::from_le_bytes(word)) {
+                index += 8;
+                continue;
+            }
+        }
+        let byte = bytes[index];
         let escape = ESCAPES[byte as usize];
-        if escape == 0 {
-            continue;
+        if escape != 0 {
+            out.extend_from_slice(&bytes[start..index]);
+            if escape == b'u' {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(byte >> 4) as usize]);
+                out.push(HEX[(byte & 0xf) as usize]);
+            } else {
+                out.push(b'\\');
+                out.push(escape);
+            }
+            start = index + 1;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        if escape == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(byte >> 4) as usize]);
-            out.push(HEX[(byte & 0xf) as usize]);
-        } else {
-            out.push(b'\\');
-            out.push(escape);
-        }
-        start = i + 1;
+        index += 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any of eight bytes is `"`, `\\` or below 0x20 (exact, by the classic
+/// "has a zero byte" bit trick; bytes of 0x80 and above never match).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    below_space | has_zero(word ^ (ONES * u64::from(b'"'))) | has_zero(word ^ (ONES * u64::from(b'\\'))) != 0
 }
 
 /// Append an integer the way Python prints it.
@@ -233,6 +254,38 @@ mod tests {
         assert_eq!(string("\n\r\t\x08\x0c"), r#""\n\r\t\b\f""#);
         assert_eq!(string("\x00\x1f\x7f"), "\"\\u0000\\u001f\x7f\"");
         assert_eq!(string("é€😀"), "\"é€😀\"");
+    }
+
+    /// Python's escaping, one character at a time.
+    fn reference(text: &str) -> String {
+        let mut out = String::from("\"");
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\x08' => out.push_str("\\b"),
+                '\x0c' => out.push_str("\\f"),
+                c if c < ' ' => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_position_of_a_word() {
+        for special in ["\"", "\\", "\n", "\x00", "\x1f", "\x7f", "é", "😀"] {
+            for length in [1, 7, 8, 9, 16, 23] {
+                for position in 0..length {
+                    let text = format!("{}{special}{}", "a".repeat(position), "b".repeat(length - position));
+                    assert_eq!(string(&text), reference(&text), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]
