@@ -666,7 +666,7 @@ class MemoryStorageEngine:
             stored = self._by_aggregate.get(aggregate_id, [])
             after = bisect_right(stored, after_sequence, key=log.columns.sequences.__getitem__)
             events = log.read(stored[after:], self._event_types.names)
-            if own is None:
+            if own is None or not own.columns:
                 return events
             pending = own.pending(self._event_types)
             names = self._event_types.names | {type_id: n for n, type_id in pending.items()}
