@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gc
 import json
 import math
 import os
@@ -257,6 +258,17 @@ def test_encode_events_agrees_with_twin(rows: list[tuple[Any, ...]]) -> None:
 @given(value=st.floats(allow_nan=False, allow_infinity=False))
 def test_floats_are_written_as_python_repr(value: float) -> None:
     assert _core.dumps(value) == repr(value) == _pure.dumps(value)
+
+
+def test_encoded_events_of_plain_fields_are_left_out_of_the_garbage_collector() -> None:
+    now = datetime.now(timezone.utc)
+    plain, odd = _core.encode_events(
+        [1, 1], [1, 2], ["A", "A"], [{}, {}], [now, now], ["", ["not", "a", "str"]], {"A": 1}
+    )
+    assert not gc.is_tracked(plain)  # no cycle can run through ints, strs and datetimes
+    assert gc.is_tracked(odd)
+    assert plain == StorageEngineEvent(1, 1, 1, "{}", now, "")
+    assert hash(plain) == hash((1, 1, 1, "{}", now, ""))
 
 
 @pytest.mark.parametrize(
