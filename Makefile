@@ -32,7 +32,7 @@ build: setup
 
 lint:
 	$(BIN)/ruff check python tests benches plugins
-	$(BIN)/mypy --strict python/evercore $(foreach p,$(wildcard plugins/*/src/*),$(p))
+	$(BIN)/mypy --strict python/evercore $(filter-out %.egg-info,$(wildcard plugins/*/src/*))
 
 bench-all: setup
 	$(BIN)/python benches/side_by_side.py

@@ -79,11 +79,6 @@ def test_bad_uris_are_refused_with_a_typed_error(
     assert list(tmp_path.iterdir()) == [], "a file was created for a refused URI"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evercore.registry.uri_scheme lets urlsplit's ValueError out and takes an "
-    "empty scheme for a backend name (reported to the lead)",
-)
 @pytest.mark.parametrize("uri", ["postgresql://u:p@[::1/db", "://no-scheme"])
 def test_malformed_uris_are_configuration_errors(uri: str) -> None:
     with pytest.raises(ConfigurationError):

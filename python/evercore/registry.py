@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -149,14 +150,22 @@ def _own_version() -> str | None:
         return None
 
 
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*\Z")
+
+
 def uri_scheme(uri: str) -> str:
-    """The lower-cased scheme of ``uri``; a URI without one is a ``ConfigurationError``."""
-    if not isinstance(uri, str) or "://" not in uri:
+    """The lower-cased scheme of ``uri``; a malformed URI is a ``ConfigurationError``."""
+    scheme = uri.partition("://")[0].lower() if isinstance(uri, str) and "://" in uri else ""
+    try:
+        well_formed = bool(_SCHEME.match(scheme)) and bool(urlsplit(uri).scheme)
+    except ValueError:  # urlsplit refuses e.g. an unclosed IPv6 bracket
+        well_formed = False
+    if not well_formed:
         raise ConfigurationError(
             f"malformed store URI {redact_uri(str(uri))!r}: expected scheme://..., "
             "for example memory:// or sqlite:///events.db"
         )
-    return urlsplit(uri).scheme.lower() or uri.split("://", 1)[0].lower()
+    return scheme
 
 
 def redact_uri(uri: str) -> str:
