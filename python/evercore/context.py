@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from evercore.aggregate import Aggregate
+from evercore.aggregate import Aggregate, StateAggregate, copy_fields
 from evercore.events import EventState, StateEvent, decode_event, state_event_name
-from evercore.values import AggregateState, SerializedEvent, Snapshot, utc_now
+from evercore.values import AggregateState, SerializedEvent, Snapshot
+
+_COPYING_APPLY = StateAggregate.apply_event_state
 
 if TYPE_CHECKING:
     from evercore.spi import Transaction
@@ -147,9 +149,16 @@ class EventStoreContext(EventStoreReadonlyContext):
         wrapped in ``StateEvent``. ``time`` None means now (UTC). Every
         ``snapshot_frequency`` events a snapshot of ``agg`` is captured too.
         """
-        state, event_type, payload = _captured_form(event)
-        event_time = utc_now() if time is None else _utc(time)
-        agg.apply_event_state(state, event_time, reference)
+        event_time = datetime.now(timezone.utc) if time is None else _utc(time)
+        event_type = state_event_name(type(event))
+        if event_type is not None and type(agg).apply_event_state is _COPYING_APPLY:
+            # What StateAggregate.apply_event_state does with StateEvent(event), minus
+            # the wrapper: this line runs once per event of every ingest.
+            agg.state = copy_fields(event, agg.state)  # type: ignore[attr-defined]
+            payload: object = event
+        else:
+            state, event_type, payload = _captured_form(event)
+            agg.apply_event_state(state, event_time, reference)
         sequence = agg.sequence + 1
         agg.sequence = sequence
         self._aggregate_ids.append(agg.id)
