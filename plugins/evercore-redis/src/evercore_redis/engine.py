@@ -588,7 +588,9 @@ class RedisStorageEngine:
         """
         key = f"{self._base}ev:{aggregate_id}"
         with self._guard("read events"):
-            pipe = self._client.pipeline(transaction=True)  # the tail and top agree
+            # No MULTI needed: a commit landing between the two replies makes ``top``
+            # newer than the tail, which fails the proof below and takes the slow path.
+            pipe = self._client.pipeline(transaction=False)
             pipe.lrange(key, after, -1)
             pipe.hget(self._base + "agg", str(aggregate_id))
             members, stored = pipe.execute()
