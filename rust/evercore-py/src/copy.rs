@@ -11,6 +11,8 @@ use crate::serialize::{utc_fields, utf8};
 
 const FIELDS: [&str; 6] = ["aggregate_id", "sequence", "event_type_id", "state", "event_time", "reference"];
 
+/// PostgreSQL binary COPY data (header, rows, trailer) for the events table's
+/// columns; a value PostgreSQL would refuse is a `SerializationError`.
 #[pyfunction]
 pub fn encode_copy_rows<'py>(py: Python<'py>, events: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let refs = refs(py)?;

@@ -8,8 +8,10 @@ use crate::columns::{check_lengths, Column};
 use crate::refs::refs;
 use crate::serialize::Serializer;
 
+/// Compact JSON of one payload, byte-identical to `evercore._pure.dumps`;
+/// `SerializationError` names `event_type` and the field path.
 #[pyfunction]
-#[pyo3(signature = (payload, event_type = None))]
+#[pyo3(signature = (payload, event_type = None), text_signature = "(payload, event_type='')")]
 pub fn dumps<'py>(
     py: Python<'py>,
     payload: &Bound<'py, PyAny>,
@@ -19,6 +21,8 @@ pub fn dumps<'py>(
     Serializer::new(py, refs(py)?).dumps(payload, event_type.unwrap_or(&empty))
 }
 
+/// JSON text of each payload (a str payload passes through unchanged);
+/// `event_types[i]` names payload `i` in errors.
 #[pyfunction]
 pub fn serialize_payloads<'py>(
     py: Python<'py>,
@@ -50,6 +54,8 @@ fn serialize<'py>(
         .collect()
 }
 
+/// Serialize a batch given as columns and build its `StorageEngineEvent`s,
+/// resolving event types through `event_type_ids`.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 pub fn encode_events<'py>(

@@ -28,6 +28,8 @@ fn saturating_i64(value: &Bound<'_, PyAny>) -> PyResult<i64> {
     }
 }
 
+/// Ascending positions `i >= start` (at most `limit`) of a columnar log where
+/// every criterion that is not None matches.
 #[pyfunction]
 #[pyo3(signature = (aggregate_type_ids, aggregate_ids, event_type_ids, *, start, limit, aggregate_type_id, aggregate_id, event_type_filter))]
 #[allow(clippy::too_many_arguments)]

@@ -7,6 +7,8 @@ use pyo3::types::PyDict;
 use crate::columns::{check_lengths, exact_i64, Column, Stop};
 use crate::refs::refs;
 
+/// Check a context's (aggregate id, sequence) pairs: per aggregate contiguous
+/// from the known sequence + 1, none below 1; else `SequenceError`.
 #[pyfunction]
 pub fn validate_sequences(
     py: Python<'_>,
