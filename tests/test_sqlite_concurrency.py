@@ -272,3 +272,27 @@ def test_abandoned_transaction_releases_the_write_lock(
 def test_subscription_read_needs_a_positive_limit(engine: SqliteStorageEngine) -> None:
     with pytest.raises(ValueError, match="-1"):
         engine.get_events_for_subscription(None, Subscription(id=0, name="all"), -1)
+
+
+def test_event_type_names_follow_rollbacks_and_other_engines(
+    uri: str, engine: SqliteStorageEngine
+) -> None:
+    type_id, _ = _types(engine)
+    aggregate_id = engine.new_aggregate(None, type_id)
+    tx = engine.get_transaction_info()
+    ghost = engine.get_event_type_id(tx, "ghost")
+    engine.write_state(tx, [_event(aggregate_id, 1, ghost)], [])
+    assert [e.event_type for e in engine.get_events_for_aggregate(tx, aggregate_id, 0)] == [
+        "ghost"
+    ]
+    tx.rollback()
+    other = open_sqlite_engine(uri)  # as another process would
+    real = other.get_event_type_id(None, "real")
+    assert real == ghost, "the rolled-back id is handed out again"
+    other.write_state(None, [_event(aggregate_id, 1, real)], [])
+    other.close()
+    for read in (
+        engine.get_events_for_aggregate(None, aggregate_id, 0),
+        engine.get_events_for_subscription(None, Subscription(id=0, name="all"), 10),
+    ):
+        assert [e.event_type for e in read] == ["real"]

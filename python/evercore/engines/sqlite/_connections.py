@@ -200,6 +200,11 @@ class SqliteTransaction:
         self.wrote_events = False
         """Set by the engine when events were inserted, to wake waiters on commit."""
 
+    @property
+    def writing(self) -> bool:
+        """True while the transaction holds the write lock (it has written)."""
+        return self._writing
+
     def reader(self) -> sqlite3.Connection:
         """The connection, for reads (inside the write transaction once one began)."""
         conn = self._conn

@@ -70,7 +70,9 @@ are judged by it alone, so every process on the file agrees on expiry."""
 _WAIT_POLL = 0.025
 """How often ``wait_for_events`` looks for other processes' events, in seconds."""
 
-_EVENT_COLUMNS = "e.id, e.aggregate_id, t.name, e.state, e.sequence, e.reference, e.event_time"
+_EVENT_COLUMNS = (
+    "e.id, e.aggregate_id, e.event_type_id, e.state, e.sequence, e.reference, e.event_time"
+)
 
 _INSERT_EVENT = (
     "INSERT INTO events (aggregate_id, sequence, event_type_id, state, event_time, reference) "
@@ -80,7 +82,7 @@ _INSERT_SNAPSHOT = (
     "INSERT OR REPLACE INTO snapshots (aggregate_id, state, sequence) VALUES (?, ?, ?)"
 )
 _SELECT_AGGREGATE_EVENTS = (
-    f"SELECT {_EVENT_COLUMNS} FROM events AS e JOIN event_types AS t ON t.id = e.event_type_id "
+    f"SELECT {_EVENT_COLUMNS} FROM events AS e "
     "WHERE e.aggregate_id = ? AND e.sequence > ? ORDER BY e.sequence"
 )
 _SELECT_SUBSCRIPTION = (
@@ -125,6 +127,9 @@ class SqliteStorageEngine:
         self._pool = ConnectionPool(config, file_path)
         self._events_cond = threading.Condition()
         self._events_generation = 0
+        # Event type names by id, as committed: names are never changed or removed,
+        # so the map only grows (replaced whole, never mutated, so readers need no lock).
+        self._event_type_names: dict[int, str] = {}
         try:
             self._prepare_file()
         except BaseException:
@@ -332,8 +337,9 @@ class SqliteStorageEngine:
     ) -> list[SerializedEvent]:
         """The aggregate's events after ``after_sequence``, in sequence order."""
         with self._using(tx, f"reading the events of aggregate {aggregate_id}") as t:
-            rows = t.reader().execute(_SELECT_AGGREGATE_EVENTS, (aggregate_id, after_sequence))
-            return _events_from_rows(rows.fetchall())
+            conn = t.reader()
+            rows = conn.execute(_SELECT_AGGREGATE_EVENTS, (aggregate_id, after_sequence))
+            return self._events(t, conn, rows.fetchall())
 
     def write_state(
         self,
@@ -511,7 +517,8 @@ class SqliteStorageEngine:
         params.extend(type_ids)
         params.append(limit)
         with self._using(tx, f"reading events for subscription {subscription.name!r}") as t:
-            return _events_from_rows(t.reader().execute(sql, params).fetchall())
+            conn = t.reader()
+            return self._events(t, conn, conn.execute(sql, params).fetchall())
 
     def advance_subscription_cursor(
         self,
@@ -628,6 +635,21 @@ class SqliteStorageEngine:
         finally:
             self._pool.release(conn)
 
+    def _events(
+        self, t: SqliteTransaction, conn: sqlite3.Connection, rows: list[Any]
+    ) -> list[SerializedEvent]:
+        """Rows to events, naming types from the cache; an unknown id (a type
+        registered since, maybe by another process) reloads the names."""
+        try:
+            return _events_from_rows(rows, self._event_type_names)
+        except KeyError:
+            names = dict(conn.execute("SELECT id, name FROM event_types").fetchall())
+            # Inside a write transaction the names may include uncommitted ones, whose
+            # ids a rollback would hand out again: use them, but do not keep them.
+            if not t.writing:
+                self._event_type_names = names
+            return _events_from_rows(rows, names)
+
     def _notify_events(self) -> None:
         with self._events_cond:
             self._events_generation += 1
@@ -680,8 +702,9 @@ def _event_rows(events: Sequence[StorageEngineEvent]) -> list[tuple[Any, ...]]:
         return [(e[0], e[1], e[2], e[3], _to_us(e[4]), e[5]) for e in events]
 
 
-def _events_from_rows(rows: list[Any]) -> list[SerializedEvent]:
+def _events_from_rows(rows: list[Any], names: dict[int, str]) -> list[SerializedEvent]:
     """``SerializedEvent``\\ s from ``_EVENT_COLUMNS`` rows: the hot loop of every read.
+    ``names`` maps event type ids to names (``KeyError`` for an id it lacks).
 
     ``tuple.__new__`` skips the NamedTuple's Python-level ``__new__``, and
     ``fromtimestamp`` is about twice as fast as epoch + timedelta. It is exact for
@@ -701,14 +724,14 @@ def _events_from_rows(rows: list[Any]) -> list[SerializedEvent]:
             (
                 event_id,
                 aggregate_id,
-                name,
+                names[type_id],
                 state,
                 sequence,
                 reference,
                 fts(us / 1e6, utc) if -limit < us < limit else _EPOCH + _TD(0, 0, us),
             ),
         )
-        for event_id, aggregate_id, name, state, sequence, reference, us in rows
+        for event_id, aggregate_id, type_id, state, sequence, reference, us in rows
     ]
 
 
@@ -785,10 +808,10 @@ def _initial_cursor(
 
 @lru_cache(maxsize=64)
 def _subscription_events_sql(by_aggregate_type: bool, by_key: bool, type_count: int) -> str:
-    joins = "JOIN event_types AS t ON t.id = e.event_type_id"
+    joins = ""
     where = ["e.id > ?"]
     if by_aggregate_type or by_key:
-        joins += " JOIN aggregates AS a ON a.id = e.aggregate_id"
+        joins = "JOIN aggregates AS a ON a.id = e.aggregate_id "
     if by_aggregate_type:
         where.append("a.aggregate_type_id = ?")
     if by_key:
@@ -796,7 +819,7 @@ def _subscription_events_sql(by_aggregate_type: bool, by_key: bool, type_count: 
     if type_count:
         where.append(f"e.event_type_id IN ({', '.join('?' * type_count)})")
     return (
-        f"SELECT {_EVENT_COLUMNS} FROM events AS e {joins} "
+        f"SELECT {_EVENT_COLUMNS} FROM events AS e {joins}"
         f"WHERE {' AND '.join(where)} ORDER BY e.id LIMIT ?"
     )
 
