@@ -282,9 +282,7 @@ def test_event_type_names_follow_rollbacks_and_other_engines(
     tx = engine.get_transaction_info()
     ghost = engine.get_event_type_id(tx, "ghost")
     engine.write_state(tx, [_event(aggregate_id, 1, ghost)], [])
-    assert [e.event_type for e in engine.get_events_for_aggregate(tx, aggregate_id, 0)] == [
-        "ghost"
-    ]
+    assert [e.event_type for e in engine.get_events_for_aggregate(tx, aggregate_id, 0)] == ["ghost"]
     tx.rollback()
     other = open_sqlite_engine(uri)  # as another process would
     real = other.get_event_type_id(None, "real")
