@@ -31,8 +31,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,7 +51,7 @@ from eventsourcing.domain import Aggregate as EsAggregate
 from eventsourcing.domain import event as es_event
 from evercore.bench import BenchAccount, make_event
 from evercore.errors import ConcurrencyError
-from evercore.values import Subscription
+from evercore.values import StorageEngineEvent, Subscription
 from evercore_postgres.testing import TEST_SERVER, drop_schema, temporary_uri
 from psycopg import sql
 
@@ -60,7 +62,7 @@ EVENTS_PER_AGGREGATE = CONTEXT_EVENTS // AGGREGATES_PER_CONTEXT
 SINGLE = 1_000
 BIG = (1_000, 10_000)
 PAGE = 1_000
-CONTENDED = 400
+CONTENDED = 600
 AT = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
 Row = dict[str, Any]
@@ -360,11 +362,13 @@ def catch_up_eventsourcing(loaded: Loaded) -> int:
 
 
 # -- two processes on the same 10 aggregates --------------------------------------------------
-def _contend(uri: str, ids: list[int], offset: int, results: Any) -> None:
+def _contend(uri: str, ids: list[int], offset: int, start: Any, results: Any) -> None:
     retries = 0
+    pick = random.Random(offset).choice  # seeded: repeatable, and both hit every aggregate
     with evercore.connect(uri) as store:
+        start.wait()
         for n in range(offset, CONTENDED, 2):
-            aggregate_id = ids[n % len(ids)]
+            aggregate_id = pick(ids)
 
             def append(ctx: evercore.EventStoreContext) -> None:
                 account = BenchAccount()
@@ -381,23 +385,64 @@ def _contend(uri: str, ids: list[int], offset: int, results: Any) -> None:
 
 
 def contention(made: Stores) -> tuple[float, int]:
-    """Seconds for two processes to append ``CONTENDED`` events to 10 shared aggregates,
-    and how many conflicts they retried."""
-    schema = made.new()
-    uri = temporary_uri(schema)
+    """Seconds for two processes (started together once both are connected) to append
+    ``CONTENDED`` events to 10 shared aggregates, and how many conflicts they retried."""
+    uri = temporary_uri(made.new())
     with evercore.connect(uri) as store:
         _, accounts = prepare_single_evercore(store)
     ids = [a.id for a in accounts[:10]]
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    workers = [context.Process(target=_contend, args=(uri, ids, i, results)) for i in range(2)]
-    started = time.perf_counter()
+    start, results = context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_contend, args=(uri, ids, i, start, results)) for i in range(2)
+    ]
     for worker in workers:
         worker.start()
+    time.sleep(3)  # both connect and import before the clock starts
+    started = time.perf_counter()
+    start.set()
     retries = sum(results.get(timeout=300) for _ in workers)
+    seconds = time.perf_counter() - started
     for worker in workers:
         worker.join()
-    return time.perf_counter() - started, retries
+    return seconds, retries
+
+
+def notify_cost(made: Stores, rounds: int = 3) -> tuple[float, float]:
+    """Commits/s of 4 writer threads (one event per transaction) as the engine sends
+    notifications (a notifier thread) and with ``pg_notify`` inside each transaction."""
+    store = made.evercore()
+    engine = store.storage_engine
+    type_id = engine.get_aggregate_type_id(None, "BenchAccount")
+    event_type = engine.get_event_type_id(None, "BenchDeposited")
+    per_thread = 150
+
+    def run(in_transaction: bool) -> float:
+        aggregates = [engine.new_aggregate(None, type_id) for _ in range(4)]
+
+        def write(aggregate_id: int) -> None:
+            for sequence in range(1, per_thread + 1):
+                tx = engine.get_transaction_info()
+                event = StorageEngineEvent(aggregate_id, sequence, event_type, "{}", AT, "")
+                engine.write_state(tx, [event], [])
+                if in_transaction:
+                    tx.conn.execute("SELECT pg_notify('bench', '')")  # type: ignore[attr-defined]
+                tx.commit()
+
+        threads = [threading.Thread(target=write, args=(a,)) for a in aggregates]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return 4 * per_thread / (time.perf_counter() - started)
+
+    ours, inside = [], []
+    for _ in range(rounds):
+        ours.append(run(False))
+        inside.append(run(True))
+    store.close()
+    return statistics.median(ours), statistics.median(inside)
 
 
 # -- what is measured ---------------------------------------------------------------------------
@@ -476,7 +521,16 @@ def run_once(case: Case) -> float:
     return elapsed
 
 
-def measure(events: int = EVENTS) -> tuple[dict[tuple[str, str], float], dict[str, int], float]:
+@dataclass(frozen=True)
+class Extra:
+    """Figures without a contender: contention (seconds, retries) and the cost of a
+    NOTIFY in every transaction (commits/s without, with)."""
+
+    contention: tuple[float, int]
+    notify: tuple[float, float]
+
+
+def measure(events: int = EVENTS) -> tuple[dict[tuple[str, str], float], dict[str, int], Extra]:
     """Median seconds per (group, row), events per group, and the contention figure."""
     with stores() as made:
         loaded = load_all(made, events)
@@ -490,15 +544,15 @@ def measure(events: int = EVENTS) -> tuple[dict[tuple[str, str], float], dict[st
                     times[(case.group, case.row)].append(run_once(case))
                 if group.startswith("ingest"):
                     made.drop_scratch()
-        contended = contention(made)
+        extra = Extra(contention(made), notify_cost(made))
         medians = {key: statistics.median(values[1:]) for key, values in times.items()}
         _close(loaded.store)
         loaded.raw.close()
-        return medians, sizes, contended
+        return medians, sizes, extra
 
 
 def report_lines(
-    medians: dict[tuple[str, str], float], sizes: dict[str, int], contended: tuple[float, int]
+    medians: dict[tuple[str, str], float], sizes: dict[str, int], extra: Extra
 ) -> list[str]:
     lines = ["PostgreSQL benchmark (medians of one run, same server, same schema):"]
     for (group, row), seconds in medians.items():
@@ -509,19 +563,26 @@ def report_lines(
             continue
         ratio = seconds / medians[(group, "evercore")]
         goal = GOALS.get((group, row))
-        verdict = "" if goal is None else f"(goal >= {goal}x: {'met' if ratio >= goal else 'MISSED'})"
+        verdict = (
+            "" if goal is None else f"(goal >= {goal}x: {'met' if ratio >= goal else 'MISSED'})"
+        )
         lines.append(f"  {group:17} evercore vs {row:27} {ratio:6.2f}x {verdict}")
-    seconds, retries = contended
+    seconds, retries = extra.contention
     lines.append(
         f"  contention: 2 processes, {CONTENDED} events on 10 aggregates: "
         f"{CONTENDED / seconds:,.0f} events/s, {retries} conflicts retried"
+    )
+    ours, inside = extra.notify
+    lines.append(
+        f"  notify: 4 writer threads, 1 event per commit: {ours:,.0f} commits/s with the "
+        f"notifier thread, {inside:,.0f} with NOTIFY in each transaction ({ours / inside:.2f}x)"
     )
     return lines
 
 
 def side_by_side(events: int) -> list[Row]:
     """The figures for ``benches/side_by_side.py`` (one row per measurement)."""
-    medians, sizes, contended = measure(events)
+    medians, sizes, extra = measure(events)
     rows: list[Row] = []
     for (group, row), seconds in medians.items():
         entry: Row = {"workload": group, "implementation": row, "events": sizes[group],
@@ -530,8 +591,14 @@ def side_by_side(events: int) -> list[Row]:
         if goal is not None:
             entry["goal"] = f">= {goal}x"
         rows.append(entry)
-    rows.append({"workload": "contention, 2 processes on 10 aggregates",
-                 "implementation": "evercore", "events": CONTENDED, "seconds": contended[0]})
+    rows.append(
+        {
+            "workload": "contention, 2 processes on 10 aggregates",
+            "implementation": "evercore",
+            "events": CONTENDED,
+            "seconds": extra.contention[0],
+        }
+    )
     return rows
 
 

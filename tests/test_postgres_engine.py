@@ -27,6 +27,7 @@ from evercore.spi import StorageEngine, SupportsEventWait, SupportsMigrations, S
 from evercore.values import SerializedEvent, Snapshot, StorageEngineEvent, Subscription
 from evercore_postgres import migrations
 from evercore_postgres.engine import SMALL_BATCH, PostgresStorageEngine, open_postgres_engine
+from evercore_postgres.horizon import Horizon, Observation
 from evercore_postgres.testing import (
     TEST_SERVER,
     drop_schema,
@@ -478,3 +479,41 @@ def test_close_stops_background_threads() -> None:
         assert {"evercore-postgres-notifier", "evercore-postgres-listener"} <= names
     names = {t.name for t in threading.enumerate()}
     assert not names & {"evercore-postgres-notifier", "evercore-postgres-listener"}
+
+
+# -- the settled horizon, as pure logic ---------------------------------------------------
+
+
+def test_horizon_settles_a_contiguous_run_at_once() -> None:
+    horizon = Horizon()
+    assert horizon.observe(Observation(0, (1, 2, 3), 3, xmin=100)) is None
+    assert horizon.settled == 3
+
+
+def test_horizon_waits_for_the_xid_bound_of_a_hole() -> None:
+    horizon = Horizon()
+    assert horizon.observe(Observation(0, (1, 2, 4), 4, xmin=100)) == 4
+    assert horizon.settled == 2
+    horizon.add_hole(4, bound=120)
+    assert horizon.waiting
+    assert horizon.observe(Observation(2, (4,), 4, xmin=119)) is None
+    assert horizon.settled == 2  # a transaction older than the bound still runs
+    assert horizon.observe(Observation(2, (4,), 4, xmin=120)) is None
+    assert (horizon.settled, horizon.waiting) == (4, False)
+
+
+def test_horizon_hole_filled_by_a_late_commit_settles_without_the_bound() -> None:
+    horizon = Horizon()
+    horizon.observe(Observation(0, (1, 3), 3, xmin=10))
+    horizon.add_hole(3, bound=50)
+    assert horizon.observe(Observation(1, (2, 3, 4), 4, xmin=11)) is None
+    assert (horizon.settled, horizon.waiting) == (4, False)
+
+
+def test_horizon_never_moves_back_and_ignores_an_empty_log() -> None:
+    horizon = Horizon()
+    assert horizon.observe(Observation(0, (), None, xmin=5)) is None
+    assert horizon.settled == 0
+    horizon.observe(Observation(0, (1, 2), 2, xmin=5))
+    horizon.observe(Observation(0, (1,), 1, xmin=5))  # an older, slower query
+    assert horizon.settled == 2
