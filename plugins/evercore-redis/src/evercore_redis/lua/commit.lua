@@ -124,14 +124,14 @@ for _ = 1, n_subs do
   result[#result + 1] = stored or reserved
   i = i + 9
 end
-local event_agg, event_seq = {}, {}
+local event_agg, event_seq, event_type = {}, {}, {}
 for k = 1, n_events do
-  local id, seq = string.match(ARGV[i], '^(%d+):(%d+):')
+  local id, seq, t = string.match(ARGV[i], '^(%d+):(%d+):(%d+):')
   if stored_type(id) == nil then return {'noagg', id} end
   local n = tonumber(seq)
   if has_sequence(B, id, seq, agg_top[id]) then return {'conflict', id, seq} end
   new_top[id] = math.max(new_top[id] or agg_top[id], n)
-  event_agg[k], event_seq[k] = id, seq
+  event_agg[k], event_seq[k], event_type[k] = id, seq, t
   i = i + 1
 end
 i = i + 3 * n_snaps
@@ -203,8 +203,7 @@ if n_events > 0 then
   for k = 1, n_events do
     gid = gid + 1
     local g = string.format('%d', gid)
-    local id, seq, event = event_agg[k], event_seq[k], ARGV[i]
-    local t = string.match(event, '^%d+:%d+:(%d+):')
+    local id, seq, t, event = event_agg[k], event_seq[k], event_type[k], ARGV[i]
     local stored_t = canon('etype', t)
     if stored_t ~= t then  -- put the stored type id in place of the alias
       event = id .. ':' .. seq .. ':' .. stored_t .. string.sub(event, #id + #seq + #t + 3)
