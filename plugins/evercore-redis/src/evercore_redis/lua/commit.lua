@@ -199,7 +199,12 @@ if n_events > 0 then
   last = redis.call('HINCRBY', B .. 'ctr', 'event', n_events)
   local gid = last - n_events
   local log = B .. 'log'
-  local by_agg = {}     -- aggregate id -> members not yet appended to its list
+  -- A context's events for one aggregate are usually consecutive: append each run
+  -- of them with one RPUSH (in slices, for Lua's stack).
+  local run_id, run = nil, {}
+  local function append_run()
+    if run_id ~= nil then redis.call('RPUSH', B .. 'ev:' .. run_id, unpack(run)) end
+  end
   for k = 1, n_events do
     gid = gid + 1
     local g = string.format('%d', gid)
@@ -210,22 +215,14 @@ if n_events > 0 then
     end
     local member = g .. ':' .. event
     redis.call('XADD', log, g .. '-0', 'at', agg_type[id], 'e', member)
-    -- One RPUSH per aggregate (in slices, for Lua's stack) rather than one per event.
-    local pending = by_agg[id]
-    if pending == nil then
-      pending = {}
-      by_agg[id] = pending
+    if id ~= run_id or #run >= 512 then
+      append_run()
+      run_id, run = id, {}
     end
-    pending[#pending + 1] = member
-    if #pending >= 512 then
-      redis.call('RPUSH', B .. 'ev:' .. id, unpack(pending))
-      by_agg[id] = {}
-    end
+    run[#run + 1] = member
     i = i + 1
   end
-  for id, pending in pairs(by_agg) do
-    if #pending > 0 then redis.call('RPUSH', B .. 'ev:' .. id, unpack(pending)) end
-  end
+  append_run()
 end
 for id, top in pairs(agg_top) do
   local highest = math.max(new_top[id] or top, 0)
