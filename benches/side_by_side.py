@@ -143,15 +143,14 @@ def cross_backend(
 
 
 def _load(path: Path) -> ModuleType:
-    # The modules import ``tests.services`` and friends: make the repository importable.
-    if str(HERE.parent) not in sys.path:
-        sys.path.insert(0, str(HERE.parent))
-    spec = importlib.util.spec_from_file_location(f"_side_by_side_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    # Imported by its plain name from its own folder, as ``python benches/bench_x.py``
+    # would see it, so that worker processes it spawns can import it again (spawned
+    # children inherit sys.path); the repository root makes ``tests.services`` and
+    # friends importable.
+    for folder in (str(path.parent), str(HERE.parent)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    return importlib.import_module(path.stem)
 
 
 _GOAL = re.compile(r"^\s*>=\s*([0-9.]+)\s*x\s*$")
