@@ -28,10 +28,10 @@ _from_iso = datetime.fromisoformat
 _second_prefixes: dict[int, str] = {}
 
 
-def to_iso(moment: datetime) -> str:
-    """``moment`` in UTC as a fixed-length ISO-8601 string; a naive datetime is UTC.
+def _utc_second(moment: datetime) -> tuple[datetime, str]:
+    """``moment`` in UTC (naive is UTC) and the ISO text of its whole second.
 
-    ``datetime.isoformat`` is slow, so the text of each whole second is cached.
+    ``datetime.isoformat`` is slow, so the text of each second is cached.
     """
     if moment.tzinfo is not None and moment.tzinfo is not _UTC:
         moment = moment.astimezone(_UTC)
@@ -43,6 +43,12 @@ def to_iso(moment: datetime) -> str:
             _second_prefixes.clear()
         prefix = moment.replace(microsecond=0, tzinfo=None).isoformat()
         _second_prefixes[second] = prefix
+    return moment, prefix
+
+
+def to_iso(moment: datetime) -> str:
+    """``moment`` in UTC as the fixed-length ISO-8601 text stored for times."""
+    moment, prefix = _utc_second(moment)
     return f"{prefix}.{moment.microsecond:06d}+00:00"
 
 
@@ -53,9 +59,10 @@ def from_iso(text: str) -> datetime:
 
 def encode_event(event: StorageEngineEvent) -> str:
     """The ``commit.lua`` argument of an event (its stored form without ``gid:``)."""
+    moment, prefix = _utc_second(event.event_time)
     reference = event.reference
     return (f"{event.aggregate_id}:{event.sequence}:{event.event_type_id}:{len(reference)}:"
-            f"{to_iso(event.event_time)}{reference}{event.state}")
+            f"{prefix}.{moment.microsecond:06d}+00:00{reference}{event.state}")
 
 
 def decode_events(stored: Sequence[str], type_names: Mapping[str, str]) -> list[SerializedEvent]:
