@@ -26,6 +26,7 @@ from evercore.errors import (
     KeyTooLongError,
     NotFoundError,
     SchemaVersionError,
+    SerializationError,
     StorageEngineError,
     SubscriptionLeaseLost,
 )
@@ -336,6 +337,19 @@ def test_sequences_with_gaps_and_out_of_order_are_read_in_order(
     assert [e.sequence for e in engine.get_events_for_aggregate(None, aggregate_id, 3)] == [
         4, 5, 7, 9,
     ]
+
+
+def test_text_that_is_not_utf8_is_refused_with_a_typed_error(
+    engine: RedisStorageEngine,
+) -> None:
+    aggregate_id = new_with_events(engine, 1)
+    placed = engine.get_event_type_id(None, "Placed")
+    with pytest.raises(SerializationError, match="ud800"):
+        engine.write_state(None, [event(aggregate_id, 2, placed, '{"x":"\ud800"}')], [])
+    with pytest.raises(SerializationError, match="ud800"):
+        engine.get_event_type_id(None, "bad\ud800")
+    assert engine.get_max_event_id(None) == 1
+    new_with_events(engine, 1)  # the engine still works
 
 
 def test_an_older_snapshot_does_not_replace_a_newer_one(engine: RedisStorageEngine) -> None:

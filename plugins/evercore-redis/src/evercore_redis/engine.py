@@ -44,6 +44,7 @@ from evercore.errors import (
     ConstraintViolationError,
     NotFoundError,
     SchemaVersionError,
+    SerializationError,
     StorageEngineError,
     SubscriptionLeaseLost,
 )
@@ -233,6 +234,8 @@ class RedisStorageEngine:
             yield
         except RedisError as exc:
             self._fail(action, exc)
+        except UnicodeEncodeError as exc:
+            _unencodable(action, exc)
 
     def _eval(self, script: str, *args: Any) -> Any:
         """Run a packaged script (by SHA, loading it on the server's first miss)."""
@@ -756,6 +759,8 @@ class RedisStorageEngine:
             ) from exc
         except RedisError as exc:
             self._fail("commit", exc)
+        except UnicodeEncodeError as exc:  # raised while packing: nothing was sent
+            _unencodable("commit", exc)
         finally:
             self._pool.release(conn)
 
@@ -1021,6 +1026,14 @@ class RedisStorageEngine:
 
 def _raw_response(response: Any, **options: Any) -> Any:
     return response
+
+
+def _unencodable(action: str, exc: UnicodeEncodeError) -> NoReturn:
+    text = exc.object
+    raise SerializationError(
+        f"Redis {action}: text with {text[exc.start:exc.end]!r} at position {exc.start} "
+        f"is not valid UTF-8 and cannot be stored (text starts {text[:40]!r})"
+    ) from None
 
 
 def _is_tail(events: Sequence[SerializedEvent], after: int, top: int) -> bool:
