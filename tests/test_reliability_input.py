@@ -290,3 +290,21 @@ def test_kernels_refuse_hostile_input_with_evercore_errors_only(kernel: Any) -> 
         refused=tally["refused"],
         crashes=0,
     )
+
+
+def test_reliability_md_states_the_enforced_limits() -> None:
+    """The limits table of RELIABILITY.md says what evercore.limits enforces."""
+    from evercore import limits
+
+    text = (Path(__file__).resolve().parent.parent / "RELIABILITY.md").read_text(encoding="utf-8")
+    stated = [
+        f"| natural key | {limits.MAX_KEY_LENGTH} characters |",
+        f"| event state (payload) | {limits.MAX_PAYLOAD_BYTES >> 20} MiB of UTF-8 |",
+        f"| snapshot state | {limits.MAX_SNAPSHOT_BYTES >> 20} MiB of UTF-8 |",
+        f"| events per context | {limits.MAX_EVENTS_PER_CONTEXT:,} |",
+        f"| JSON nesting of a payload | {limits.MAX_JSON_NESTING} levels",
+        f"| event type name | 1 to {limits.MAX_TYPE_NAME_LENGTH} characters |",
+        f"| reference | {limits.MAX_REFERENCE_LENGTH:,} characters |",
+    ]
+    for row in stated:
+        assert row in text, row

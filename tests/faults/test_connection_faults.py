@@ -85,7 +85,7 @@ def test_connection_cut_after_commit_is_outcome_unknown() -> None:
             store.close()
     record_figures(
         "connection cut after COMMIT (proxy)",
-        "postgresql",
+        "postgres",
         operations=3,
         faults=1,
         outcome_unknown_raised=1,
@@ -148,10 +148,10 @@ def _failures_redis(secret: str) -> Iterator[tuple[str, Callable[[], object]]]:
     ("backend", "failures", "ensure", "scheme"),
     [
         pytest.param(
-            "postgresql",
+            "postgres",
             _failures_postgres,
             ensure_postgres,
-            "postgresql",
+            "postgres",
             marks=pytest.mark.postgres,
             id="postgresql",
         ),

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from evercore import EventStore
 from evercore.spi import StorageEngine
-from evercore.testing.reliability import TallyChanged, record_figures, tally_class
+from evercore.testing.reliability import TallyChanged, backend_label, record_figures, tally_class
 
 from tests.backends import MULTI_PROCESS_BACKENDS, FreshBackend, backend_params, fresh_backend
 from tests.faults.harness import Worker
@@ -88,7 +88,7 @@ def test_writer_killed_mid_context_leaves_whole_contexts(backend: FreshBackend) 
     assert len(unacknowledged) <= KILL_ROUNDS
     record_figures(
         "SIGKILL writer mid-context",
-        backend.name,
+        backend_label(backend.engine),
         operations=len(stored),
         faults=KILL_ROUNDS,
         events_checked=sum(stored.values()),
@@ -150,7 +150,7 @@ def test_subscriber_killed_mid_batch_redelivers_at_most_one_batch(
     assert duplicates <= kills * BATCH
     record_figures(
         "SIGKILL subscriber mid-batch, restart",
-        backend.name,
+        backend_label(backend.engine),
         operations=len(handled),
         faults=kills,
         batch_size=BATCH,
@@ -217,7 +217,7 @@ def test_stopped_lease_owner_cannot_move_the_cursor(backend: FreshBackend, tmp_p
     assert cursors == sorted(cursors), "the cursor went backwards"
     record_figures(
         "SIGSTOP lease owner past its lease, SIGCONT",
-        backend.name,
+        backend_label(backend.engine),
         operations=len(cursors),
         faults=1,
         events_checked=last_id,

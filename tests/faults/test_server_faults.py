@@ -158,7 +158,7 @@ def test_postgres_connections_terminated_under_load(tmp_path: Path) -> None:
     assert not refused & set(stored), "a context that raised a plain error was stored"
     record_figures(
         "PostgreSQL connections terminated under load",
-        "postgresql",
+        "postgres",
         operations=sum(len(o) for o in outcomes.values()),
         faults=terminations,
         typed_errors=len(refused)

@@ -1051,6 +1051,10 @@ class MultiProcessStress(_EngineFixture):
 
 
 # ------------------------------------------------------------------ hostile input --
+HOSTILE_INPUT = "hostile input refused before any write"
+"""The figures of :class:`HostileInputRefusal` are recorded as ``"<this>: <kind>"``."""
+
+
 class RecordingEngine:
     """Wraps an engine and counts ``write_state`` calls, to prove a refusal came
     before the engine was asked to write anything."""
@@ -1137,9 +1141,14 @@ class HostileInputRefusal(_EngineFixture):
         assert names in str(caught.value), f"{caught.value} does not name {names!r}"
         return caught.value
 
-    def _record(self, engine: StorageEngine, test: str, tried: int) -> None:
+    def _record(self, engine: StorageEngine, kind: str, tried: int) -> None:
         record_figures(
-            test, backend_label(engine), operations=tried, refused=tried, written=0, lost=0
+            f"{HOSTILE_INPUT}: {kind}",
+            backend_label(engine),
+            operations=tried,
+            refused=tried,
+            written=0,
+            lost=0,
         )
 
     def test_bad_natural_keys_are_refused(self, engine: StorageEngine) -> None:
@@ -1165,7 +1174,7 @@ class HostileInputRefusal(_EngineFixture):
                 tried += 1
         with store.readonly_context() as ctx:
             assert ctx.load_aggregate_state("Hostile", aggregate_id).natural_key is None
-        self._record(engine, "hostile keys refused", tried)
+        self._record(engine, "keys", tried)
 
     def test_keys_at_the_limit_are_accepted(self, engine: StorageEngine) -> None:
         store, _, _ = self._setup(engine)
@@ -1189,7 +1198,7 @@ class HostileInputRefusal(_EngineFixture):
         self._refused(store, recorder, LimitExceededError, huge_object, "sequence 1")
         snapshot = Snapshot(aggregate_id, "s" * (limits.MAX_SNAPSHOT_BYTES + 1), 1)
         self._refused(store, recorder, LimitExceededError, lambda c: c.save_snapshot(snapshot))
-        self._record(engine, "oversized payloads refused", 4)
+        self._record(engine, "oversized payloads", 4)
 
     def test_a_payload_of_exactly_the_limit_is_stored_exactly(self, engine: StorageEngine) -> None:
         from evercore import limits
@@ -1219,7 +1228,7 @@ class HostileInputRefusal(_EngineFixture):
             assert not isinstance(error, RecursionError)
         fine = Note(_nested(limits.MAX_JSON_NESTING - 10))
         store.with_context(partial(_apply_loaded, aggregate_id=aggregate_id, payload=fine))
-        self._record(engine, "deep or cyclic payloads refused", len(hostile))
+        self._record(engine, "deep or cyclic payloads", len(hostile))
 
     def test_nan_and_infinity_are_refused(self, engine: StorageEngine) -> None:
         store, recorder, aggregate_id = self._setup(engine)
@@ -1232,7 +1241,7 @@ class HostileInputRefusal(_EngineFixture):
                 partial(_apply_loaded, aggregate_id=aggregate_id, payload=Note(value)),
                 "$.value",
             )
-        self._record(engine, "NaN and Infinity refused", len(values))
+        self._record(engine, "NaN and Infinity", len(values))
 
     def test_batches_over_the_limit_are_refused(self, engine: StorageEngine) -> None:
         from evercore import limits
@@ -1247,7 +1256,7 @@ class HostileInputRefusal(_EngineFixture):
 
         self._refused(store, recorder, LimitExceededError, flood, f"{count:,}")
         assert engine.get_events_for_aggregate(None, aggregate_id, 0) == []
-        self._record(engine, "batch over the limit refused", 1)
+        self._record(engine, "batch over the limit", 1)
 
     def test_text_no_backend_can_store_is_refused(self, engine: StorageEngine) -> None:
         from evercore import limits
@@ -1274,7 +1283,7 @@ class HostileInputRefusal(_EngineFixture):
                 store, recorder, LimitExceededError, partial(_publish, event=hostile), names
             )
         assert engine.get_events_for_aggregate(None, aggregate_id, 0) == []
-        self._record(engine, "unstorable text refused", len(bad))
+        self._record(engine, "unstorable text", len(bad))
 
     def test_ids_and_sequences_outside_int64_are_refused(self, engine: StorageEngine) -> None:
         store, recorder, aggregate_id = self._setup(engine)
@@ -1291,4 +1300,4 @@ class HostileInputRefusal(_EngineFixture):
             )
         snapshot = Snapshot(aggregate_id, "{}", 2**64)
         self._refused(store, recorder, LimitExceededError, lambda c: c.save_snapshot(snapshot))
-        self._record(engine, "ids outside int64 refused", len(bad) + 1)
+        self._record(engine, "ids outside int64", len(bad) + 1)
