@@ -2,7 +2,8 @@
 
 Subclass :class:`StorageEngineConformance` (and the subscription suite) in a
 ``Test*`` class and provide an ``engine`` fixture; see :mod:`evercore.testing.engine`.
-Needs pytest.
+The reliability suites (model-based, concurrency stress, hostile input) take the same
+fixture; see :mod:`evercore.testing.reliability`. Needs pytest and hypothesis.
 """
 
 import pytest

@@ -796,12 +796,13 @@ def _name(expected: type[Exception] | None) -> str:
     return "success" if expected is None else expected.__name__
 
 
-def model_settings() -> settings:
-    """Hypothesis settings of the model test: ``EVERCORE_RELIABILITY_EXAMPLES`` examples
-    (default 200) of at most ``EVERCORE_RELIABILITY_STEPS`` steps (default 12)."""
+def model_settings(examples: int = 200, steps: int = 12) -> settings:
+    """Hypothesis settings of the model test: ``examples`` examples of at most ``steps``
+    steps, unless ``EVERCORE_RELIABILITY_EXAMPLES`` / ``EVERCORE_RELIABILITY_STEPS``
+    say otherwise."""
     return settings(
-        max_examples=_env_int("EVERCORE_RELIABILITY_EXAMPLES", 200),
-        stateful_step_count=_env_int("EVERCORE_RELIABILITY_STEPS", 12),
+        max_examples=_env_int("EVERCORE_RELIABILITY_EXAMPLES", examples),
+        stateful_step_count=_env_int("EVERCORE_RELIABILITY_STEPS", steps),
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         database=None,
@@ -821,7 +822,14 @@ class _EngineFixture:
 
 
 class ModelBasedReliability(_EngineFixture):
-    """Mix-in: the facade on ``engine`` behaves exactly like the reference model."""
+    """Mix-in: the facade on ``engine`` behaves exactly like the reference model.
+
+    ``examples`` and ``steps`` size the run (a soak subclass raises them); the
+    environment variables of :func:`model_settings` override both.
+    """
+
+    examples: ClassVar[int] = 200
+    steps: ClassVar[int] = 12
 
     def test_model_based_contexts_and_subscriptions(self, engine: StorageEngine) -> None:
         figures = ModelFigures()
@@ -829,9 +837,10 @@ class ModelBasedReliability(_EngineFixture):
             "StoreMachineOnEngine", (StoreMachine,), {"engine": engine, "figures": figures}
         )
         started = time.monotonic()
-        run_state_machine_as_test(machine, settings=model_settings())
+        run_state_machine_as_test(machine, settings=model_settings(self.examples, self.steps))
         record_figures(
-            "model-based contexts and subscriptions",
+            "model-based contexts and subscriptions"
+            + (f" (soak, {self.examples} x {self.steps})" if self.examples > 200 else ""),
             backend_label(engine),
             examples=figures.examples,
             operations=figures.steps + figures.polls,
