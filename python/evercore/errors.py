@@ -91,8 +91,8 @@ class InvalidKeyError(EvercoreError, ValueError):
 
 class LimitExceededError(EvercoreError, ValueError):
     """An input breaks a documented limit of :mod:`evercore.limits` (payload size,
-    events per context, name or reference length, text no backend can store).
-    Raised before anything is written."""
+    events per context, name or reference length, text or a type no backend can
+    store). Raised before anything is written."""
 
 
 class EventStateIsNotAStateEvent(EvercoreError):

@@ -18,7 +18,8 @@ JSON nesting of a payload      256 levels      ``SerializationError`` (no ``Recu
 NaN / Infinity in a payload    refused         ``SerializationError``
 event type name                1-255 chars     ``LimitExceededError``
 reference                      4,096 chars     ``LimitExceededError``
-aggregate ids and sequences    signed 64-bit   ``LimitExceededError``
+aggregate ids and sequences    int, 64-bit     ``LimitExceededError``
+reference type                 str             ``LimitExceededError``
 text (state, type, reference)  no NUL, no      ``LimitExceededError``
                                lone surrogate
 =============================  ==============  =====================================
@@ -92,9 +93,14 @@ def _utf8_size_over(text: str, limit: int) -> int | None:
 
 
 def _check_int64(values: Sequence[int], what: str) -> None:
-    """Refuse a column with a value outside the signed 64-bit range (``max``/``min`` are
-    C loops: cheap next to the rest of a write)."""
-    if values and (max(values) > MAX_INT64 or min(values) < -MAX_INT64 - 1):
+    """Refuse a column with a value that is not an ``int`` in the signed 64-bit range
+    (``set(map(type, ...))``, ``max`` and ``min`` are C loops: cheap next to a write)."""
+    if not values:
+        return
+    if set(map(type, values)) != {int}:
+        bad = next(v for v in values if type(v) is not int)
+        raise LimitExceededError(f"{what} {bad!r} is a {type(bad).__name__}, not an int")
+    if max(values) > MAX_INT64 or min(values) < -MAX_INT64 - 1:
         bad = next(v for v in values if not -MAX_INT64 - 1 <= v <= MAX_INT64)
         raise LimitExceededError(f"{what} {bad} does not fit in a signed 64-bit integer")
 
@@ -124,6 +130,10 @@ def check_context_batch(
             )
         _refuse_unstorable(name, "event type name")
     for reference in references:
+        if type(reference) is not str:
+            raise LimitExceededError(
+                f"reference {reference!r} is a {type(reference).__name__}, not a str"
+            )
         if reference:
             if len(reference) > MAX_REFERENCE_LENGTH:
                 raise LimitExceededError(
