@@ -1294,19 +1294,28 @@ class HostileInputRefusal(_EngineFixture):
         assert engine.get_events_for_aggregate(None, aggregate_id, 0) == []
         self._record(engine, "unstorable text", len(bad))
 
-    def test_ids_and_sequences_outside_int64_are_refused(self, engine: StorageEngine) -> None:
+    def test_ids_sequences_and_references_of_the_wrong_type_or_range_are_refused(
+        self, engine: StorageEngine
+    ) -> None:
         store, recorder, aggregate_id = self._setup(engine)
         when = datetime(2024, 1, 1, tzinfo=timezone.utc)
         base = SerializedEvent(0, aggregate_id, "Note", "{}", 1, "", when)
-        bad = [
-            base._replace(sequence=2**63),
-            base._replace(aggregate_id=2**70),
-            base._replace(aggregate_id=-(2**63) - 1),
+        # Wrong types on purpose: what a caller without a type checker may pass.
+        bad: list[tuple[SerializedEvent, str]] = [
+            (base._replace(sequence=2**63), "64-bit"),
+            (base._replace(aggregate_id=2**70), "64-bit"),
+            (base._replace(aggregate_id=-(2**63) - 1), "64-bit"),
+            (base._replace(sequence=1.5), "1.5"),  # type: ignore[arg-type]
+            (base._replace(sequence="1"), "'1'"),  # type: ignore[arg-type]
+            (base._replace(sequence=True), "True"),
+            (base._replace(aggregate_id=None), "None"),  # type: ignore[arg-type]
+            (base._replace(reference=None), "None"),  # type: ignore[arg-type]
+            (base._replace(reference=b"ref"), "b'ref'"),  # type: ignore[arg-type]
         ]
-        for hostile in bad:
+        for hostile, names in bad:
             self._refused(
-                store, recorder, LimitExceededError, partial(_publish, event=hostile), "64-bit"
+                store, recorder, LimitExceededError, partial(_publish, event=hostile), names
             )
         snapshot = Snapshot(aggregate_id, "{}", 2**64)
         self._refused(store, recorder, LimitExceededError, lambda c: c.save_snapshot(snapshot))
-        self._record(engine, "ids outside int64", len(bad) + 1)
+        self._record(engine, "ids, sequences, references of a wrong type or range", len(bad) + 1)
