@@ -294,3 +294,11 @@ def test_event_type_names_follow_rollbacks_and_other_engines(
         engine.get_events_for_subscription(None, Subscription(id=0, name="all"), 10),
     ):
         assert [e.event_type for e in read] == ["real"]
+
+
+def test_subscription_with_a_bad_start_is_refused(engine: SqliteStorageEngine) -> None:
+    with pytest.raises(ValueError, match="sometime"):
+        engine.upsert_subscription(None, "s", None, None, None, "sometime", 0, None)
+    with pytest.raises(ValueError, match="timestamp"):
+        engine.upsert_subscription(None, "s", None, None, None, "timestamp", 0, None)
+    assert engine.list_subscriptions(None) == []

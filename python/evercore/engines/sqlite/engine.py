@@ -94,6 +94,7 @@ _SELECT_SUBSCRIPTION = (
     "FROM subscriptions"
 )
 _TYPE_TABLES = {"aggregate": "aggregate_types", "event": "event_types"}
+_START_KINDS = (START_BEGINNING, START_END, START_EVENT_ID, START_TIMESTAMP)
 
 
 def open_sqlite_engine(uri: str, **options: Any) -> SqliteStorageEngine:
@@ -383,6 +384,10 @@ class SqliteStorageEngine:
         """Create or update subscription ``name``; on create the cursor starts from
         ``start_from``. An update replaces the filter (and clears the multi-type
         filter, which the caller adds again) but keeps cursor, lease and ``active``."""
+        if start_from not in _START_KINDS:
+            raise ValueError(f"unknown start_from {start_from!r}; expected one of {_START_KINDS}")
+        if start_from == START_TIMESTAMP and start_timestamp is None:
+            raise ValueError(f"subscription {name!r} starts from a timestamp but has none")
         start_us = None if start_timestamp is None else _to_us(start_timestamp)
         with self._using(tx, f"saving subscription {name!r}") as t:
             conn = t.writer()
@@ -791,19 +796,13 @@ def _initial_cursor(
     event with a lower id than the current highest can still commit."""
     if start_from == START_BEGINNING:
         return 0
-    if start_from == START_END:
-        return _max_event_id(conn)
     if start_from == START_EVENT_ID:
         return start_event_id
-    if start_from == START_TIMESTAMP:
-        if start_us is None:
-            raise ValueError("start_from 'timestamp' needs a start_timestamp")
+    if start_from == START_TIMESTAMP and start_us is not None:
         first = _first_event_id_at(conn, start_us)
-        return first - 1 if first else _max_event_id(conn)
-    raise ValueError(
-        f"unknown start_from {start_from!r}; expected one of "
-        f"{(START_BEGINNING, START_END, START_EVENT_ID, START_TIMESTAMP)}"
-    )
+        if first:
+            return first - 1
+    return _max_event_id(conn)  # START_END, or no event at or after the timestamp
 
 
 @lru_cache(maxsize=64)
