@@ -20,6 +20,8 @@ Workloads (issue 6), events of about 150 bytes of JSON (:func:`evercore.bench.ma
   append there is).
 * rehydrate: load one aggregate of 1,000 and of 10,000 events into a
   ``StateAggregate``; raw: a keyset ``SELECT``, ``json.loads`` and ``dict.update``.
+  ``evercore engine + json.loads`` reads through the engine and decodes like the
+  raw side: the engine's own share of the cost.
 * catch-up: the whole log in pages of 1,000, each event decoded with ``json.loads``;
   raw: keyset ``SELECT ... WHERE id > %s ORDER BY id LIMIT 1000``.
 * contention: two processes append ``CONTENDED`` events to the same 10 aggregates
@@ -306,6 +308,16 @@ def rehydrate_evercore(loaded: Loaded, size: int) -> None:
     assert account.sequence == size
 
 
+def rehydrate_engine(loaded: Loaded, size: int) -> None:
+    """The engine's read plus the raw side's decoding and folding: the engine's share."""
+    engine = loaded.store.storage_engine
+    state: dict[str, Any] = {}
+    events = engine.get_events_for_aggregate(None, loaded.big_ids[size], 0)
+    for event in events:
+        state.update(json.loads(event.state))
+    assert len(events) == size
+
+
 def rehydrate_raw(loaded: Loaded, size: int) -> None:
     rows = loaded.raw.execute(
         "SELECT sequence, event_type_id, state FROM events WHERE aggregate_id = %s "
@@ -480,6 +492,8 @@ def cases(made: Stores, loaded: Loaded, events: int) -> list[Case]:
         found += [
             Case(group, "evercore", size, lambda: loaded,
                  lambda ld, s=size: rehydrate_evercore(ld, s)),
+            Case(group, "evercore engine + json.loads", size, lambda: loaded,
+                 lambda ld, s=size: rehydrate_engine(ld, s)),
             Case(group, "raw psycopg SELECT", size, lambda: loaded,
                  lambda ld, s=size: rehydrate_raw(ld, s)),
             Case(group, "eventsourcing", size, lambda: loaded,
@@ -559,7 +573,7 @@ def report_lines(
         rate = sizes[group] / seconds
         lines.append(f"  {group:17} {row:27} {seconds * 1000:9.1f} ms {rate:11,.0f} events/s")
     for (group, row), seconds in medians.items():
-        if row == "evercore":
+        if row.startswith("evercore"):
             continue
         ratio = seconds / medians[(group, "evercore")]
         goal = GOALS.get((group, row))
@@ -567,6 +581,15 @@ def report_lines(
             "" if goal is None else f"(goal >= {goal}x: {'met' if ratio >= goal else 'MISSED'})"
         )
         lines.append(f"  {group:17} evercore vs {row:27} {ratio:6.2f}x {verdict}")
+    for size in BIG:
+        group = f"rehydrate {size:,}"
+        share = (
+            medians[(group, "raw psycopg SELECT")]
+            / medians[(group, "evercore engine + json.loads")]
+        )
+        lines.append(
+            f"  {group:17} evercore engine + json.loads vs raw psycopg SELECT {share:6.2f}x"
+        )
     seconds, retries = extra.contention
     lines.append(
         f"  contention: 2 processes, {CONTENDED} events on 10 aggregates: "
