@@ -20,7 +20,8 @@ class TestThreads(ConcurrencyStress):
 
 
 class TestProcesses(MultiProcessStress):
-    """3 writer processes x 150 contexts, a subscriber with batches of 7."""
+    """3 writer processes x 150 contexts with a subscriber reading batches of 7, and
+    3 processes x 60 read-modify-appends on shared aggregates."""
 
     backend = backend_fixture(MULTI_PROCESS_BACKENDS)
 

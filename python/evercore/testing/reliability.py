@@ -874,6 +874,42 @@ def _append_with_retry(store: EventStore, cls: type[TallyAggregate], aggregate_i
         return conflicts
 
 
+def check_tallies(
+    store: EventStore, cls: type[TallyAggregate], acknowledged: dict[int, int]
+) -> int:
+    """Each aggregate holds exactly its acknowledged appends as sequences 1..N, and its
+    amount is N (no append was based on a stale read). Returns the events checked."""
+    checked = 0
+    for aggregate_id, count in acknowledged.items():
+        events = store.storage_engine.get_events_for_aggregate(None, aggregate_id, 0)
+        assert [e.sequence for e in events] == list(range(1, count + 1)), aggregate_id
+        agg = cls()
+        with store.readonly_context() as ctx:
+            ctx.load_state_into(agg, aggregate_id)
+        assert agg.state.amount == count, "an append was based on a stale read"
+        checked += len(events)
+    return checked
+
+
+def append_from_process(
+    uri: str, aggregate_type: str, ids: list[int], appends: int, start_at: float, seed: int
+) -> tuple[dict[int, int], int]:
+    """A process doing ``appends`` read-modify-appends on the shared aggregates ``ids``
+    (starting at wall-clock time ``start_at``, so that processes overlap). Returns the
+    acknowledged appends per aggregate and the conflicts met."""
+    rng = random.Random(seed)
+    cls = tally_class(aggregate_type)
+    acknowledged = dict.fromkeys(ids, 0)
+    conflicts = 0
+    with connect(uri) as store:
+        time.sleep(max(0.0, start_at - time.time()))
+        for _ in range(appends):
+            aggregate_id = rng.choice(ids)
+            conflicts += _append_with_retry(store, cls, aggregate_id)
+            acknowledged[aggregate_id] += 1
+    return acknowledged, conflicts
+
+
 class ConcurrencyStress(_EngineFixture):
     """Mix-in: several threads read-modify-append the same few aggregates."""
 
@@ -919,16 +955,7 @@ class ConcurrencyStress(_EngineFixture):
             thread.join(timeout=120)
         assert not any(t.is_alive() for t in workers), "a worker is still running after 120 s"
         assert not errors, errors
-        checked = 0
-        for aggregate_id in ids:
-            events = engine.get_events_for_aggregate(None, aggregate_id, 0)
-            count = acknowledged[aggregate_id]
-            assert [e.sequence for e in events] == list(range(1, count + 1))
-            agg = cls()
-            with store.readonly_context() as ctx:
-                ctx.load_state_into(agg, aggregate_id)
-            assert agg.state.amount == count, "an append was based on a stale read"
-            checked += len(events)
+        checked = check_tallies(store, cls, acknowledged)
         assert sum(acknowledged.values()) == self.threads * self.appends_per_thread
         assert conflicts > 0, "the writers never conflicted: the test did not race"
         record_figures(
@@ -979,11 +1006,52 @@ class MultiProcessStress(_EngineFixture):
     processes: ClassVar[int] = 3
     contexts_per_process: ClassVar[int] = 150
     batch_size: ClassVar[int] = 7
+    appends_per_process: ClassVar[int] = 60
 
     @pytest.fixture
     def engine_uri(self) -> str:
         """Override in the subclass: the URI of the store ``engine`` is open on."""
         raise NotImplementedError(f"{type(self).__name__} must define an `engine_uri` fixture")
+
+    def test_read_modify_append_from_processes_loses_nothing(
+        self, engine: StorageEngine, engine_uri: str
+    ) -> None:
+        """Processes (each with its own engine on the store) race read-modify-append on
+        three shared aggregates: sequences 1..N, N = acknowledged, no lost update,
+        conflicts > 0."""
+        store = EventStore(engine)
+        cls = tally_class(f"mpstress{uuid.uuid4().hex[:8]}.Tally")
+        with store.context() as ctx:
+            ids = [ctx.new_aggregate_id(cls.aggregate_type) for _ in range(3)]
+        started = time.monotonic()
+        start_at = time.time() + 3.0  # after every process has started and connected
+        with multiprocessing.get_context("spawn").Pool(self.processes) as pool:
+            results = pool.starmap(
+                append_from_process,
+                [
+                    (engine_uri, cls.aggregate_type, ids, self.appends_per_process, start_at, n)
+                    for n in range(self.processes)
+                ],
+            )
+        acknowledged = dict.fromkeys(ids, 0)
+        for per_aggregate, _ in results:
+            for aggregate_id, count in per_aggregate.items():
+                acknowledged[aggregate_id] += count
+        conflicts = sum(met for _, met in results)
+        checked = check_tallies(store, cls, acknowledged)
+        assert sum(acknowledged.values()) == self.processes * self.appends_per_process
+        assert conflicts > 0, "the processes never conflicted: the test did not race"
+        record_figures(
+            "processes read-modify-append",
+            backend_label(engine),
+            operations=self.processes * self.appends_per_process + conflicts,
+            processes=self.processes,
+            conflicts=conflicts,
+            events_checked=checked,
+            lost=0,
+            duplicates=0,
+            seconds=round(time.monotonic() - started, 1),
+        )
 
     def test_writer_processes_and_a_subscriber(
         self, engine: StorageEngine, engine_uri: str
