@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import evercore
 import psycopg
@@ -35,6 +36,7 @@ from tests.services import ensure_postgres
 pytestmark = pytest.mark.postgres
 
 PASSWORD = "s3cr3t-Pa55word"
+ENCODED = quote(PASSWORD + "@:/", safe="")  # as a URI must spell "s3cr3t-Pa55word@:/"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -194,8 +196,9 @@ def _everything_shown(error: BaseException) -> str:
         f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/test?connect_timeout=2",
         f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/no_such_database_evercore",
         f"postgres://no_such_role_evercore:{PASSWORD}@127.0.0.1:5432/test",
+        f"postgresql://postgres:{ENCODED}@127.0.0.1:1/test?connect_timeout=2",
     ],
-    ids=["wrong-port", "wrong-database", "wrong-user"],
+    ids=["wrong-port", "wrong-database", "wrong-user", "percent-encoded"],
 )
 def test_connection_errors_never_show_the_password(
     uri: str, caplog: pytest.LogCaptureFixture
@@ -205,6 +208,7 @@ def test_connection_errors_never_show_the_password(
         evercore.connect(uri)
     shown = _everything_shown(raised.value)
     assert PASSWORD not in shown
+    assert ENCODED not in shown
     assert "***" in str(raised.value)  # the redacted URI names the server
     assert PASSWORD not in caplog.text
 

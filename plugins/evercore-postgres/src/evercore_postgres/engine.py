@@ -849,10 +849,9 @@ class PostgresStorageEngine:
     # -- optional capabilities ----------------------------------------------------
     def wait_for_events(self, after_event_id: int, timeout: float) -> None:
         """Return when a NOTIFY arrives (or arrived since this thread last waited) or
-        after ``timeout``; while a hole is settling, after a few milliseconds."""
-        if self._horizon.waiting:
-            timeout = min(timeout, 0.01)
-        self._listener.wait(timeout)
+        after ``timeout``; sooner while a hole is settling (a writer that rolled back
+        or died sends nothing)."""
+        self._listener.wait(self._horizon.recheck_after(timeout))
 
     def get_counts(self, tx: Transaction | None) -> StoreCounts:
         """How many aggregates, events and snapshots are stored."""

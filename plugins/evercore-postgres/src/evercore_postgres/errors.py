@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 import psycopg
 import psycopg.errors
@@ -21,9 +22,11 @@ _KEY_PAIR = re.compile(r"\((-?\d+), ?(-?\d+)\)")
 
 
 def scrub(text: str, password: str | None) -> str:
-    """``text`` with ``password`` replaced by ``***`` (driver messages may quote a conninfo)."""
+    """``text`` with ``password`` (as written in the URI, and percent-decoded) replaced
+    by ``***``: driver messages may quote a conninfo."""
     if password:
-        return text.replace(password, "***")
+        for form in {password, unquote(password)}:
+            text = text.replace(form, "***")
     return text
 
 

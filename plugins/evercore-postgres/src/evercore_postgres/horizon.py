@@ -31,7 +31,8 @@ as it ends. The state is per process and only ever moves forward.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 WINDOW = 10_000
 """How many visible ids above ``W`` one horizon query lists."""
@@ -59,6 +60,7 @@ class PendingHole:
 
     upto: int
     bound: int
+    since: float = field(default_factory=time.monotonic)
 
 
 class Horizon:
@@ -78,6 +80,15 @@ class Horizon:
     def waiting(self) -> bool:
         """True while a hole waits for older transactions to end."""
         return self._pending is not None
+
+    def recheck_after(self, timeout: float) -> float:
+        """How long a reader may wait before looking at a pending hole again: 10 ms
+        at first, a tenth of the hole's age later (a long-open transaction is not
+        polled a hundred times a second), never more than ``timeout``."""
+        pending = self._pending
+        if pending is None:
+            return timeout
+        return min(timeout, max(0.01, (time.monotonic() - pending.since) / 10))
 
     def observe(self, seen: Observation) -> int | None:
         """Fold in an observation. When ids up to the largest visible one are not all
