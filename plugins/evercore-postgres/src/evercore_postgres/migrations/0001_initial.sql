@@ -35,6 +35,11 @@ CREATE TABLE events (
 );
 ALTER SEQUENCE events_id_seq OWNED BY events.id;
 
+-- For subscriptions that start at a time. Event times mostly follow insertion
+-- order, which a BRIN index exploits at almost no cost to writes (not measurable
+-- against run-to-run noise in binary COPY of 100,000 events).
+CREATE INDEX events_event_time ON events USING brin (event_time);
+
 -- Referential integrity of events, checked once per statement over all its rows
 -- (a set-based anti-join) instead of one foreign-key probe per row: binary COPY
 -- runs about 1.8x faster this way. Referenced rows can never be deleted or
