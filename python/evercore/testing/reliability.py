@@ -33,6 +33,7 @@ what it did (operations, faults, events checked, lost, duplicates) to it; see
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing
 import os
@@ -326,7 +327,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.dropped_keys: set[str] = set()
         self.log: list[ModelEvent] = []
         self.subscriptions: list[ModelSubscription] = []
-        self.handles: dict[int, TallyAggregate] = {}
+        # Copies of aggregates as they were after each write of this machine: the
+        # latest is current, older ones are stale (a second writer's view).
+        self.handles: dict[int, list[TallyAggregate]] = {}
         self.dirty: set[int] = set()
         self.figures.examples += 1
 
@@ -423,10 +426,23 @@ class StoreMachine(RuleBasedStateMachine):
             self.dirty.add(event.aggregate_id)
         self.figures.events_written += len(pending)
 
-    def forget_handles(self, ids: Sequence[int]) -> None:
-        """Handles touched by a failed context no longer match storage."""
-        for aggregate_id in ids:
-            self.handles.pop(aggregate_id, None)
+    def keep_handle(self, agg: TallyAggregate) -> None:
+        """Remember a copy of ``agg`` as it is now (at most four per aggregate)."""
+        kept = self.handles.setdefault(agg.id, [])
+        kept.append(copy.deepcopy(agg))
+        del kept[:-4]
+
+    def handle(self, aggregate_id: int, age: int) -> TallyAggregate | None:
+        """A copy of the kept aggregate ``age`` writes old (the oldest kept if fewer)."""
+        kept = self.handles.get(aggregate_id)
+        if not kept:
+            return None
+        return copy.deepcopy(kept[-1 - min(age, len(kept) - 1)])
+
+    def forget_handles(self, aggregate_id: int) -> None:
+        """After a published gap an old copy could fill the gap instead of conflicting;
+        the model keeps sequences contiguous after each gap, so it drops them."""
+        self.handles.pop(aggregate_id, None)
 
     # -- setup -------------------------------------------------------------------
     @initialize()
@@ -486,21 +502,23 @@ class StoreMachine(RuleBasedStateMachine):
                 self.keys[key] = agg.id
                 self.dropped_keys.discard(key)
             self.commit_events(pending)
-            self.handles[agg.id] = agg
+            self.keep_handle(agg)
             self.dirty.add(agg.id)
         return None
 
     @precondition(lambda self: self.aggregates)
     @rule(
         index=st.integers(0, 99),
-        how=st.sampled_from(["load", "load", "handle"]),
+        how=st.sampled_from(["load", "handle"]),
+        age=st.integers(0, 3),
         events=st.lists(st.tuples(payloads(), EVENT_TIMES, _TEXT), min_size=1, max_size=4),
     )
     def append(
-        self, index: int, how: str, events: list[tuple[tuple[str, Any], datetime, str]]
+        self, index: int, how: str, age: int, events: list[tuple[tuple[str, Any], datetime, str]]
     ) -> None:
-        """Append events after loading the aggregate, or through a possibly stale handle."""
-        self.append_via(how, self.pick(index).id, events)
+        """Append events after loading the aggregate, or through a kept copy of it that
+        may be stale (then a ``ConcurrencyError`` with nothing written)."""
+        self.append_via(how, self.pick(index).id, events, age=age)
 
     def append_via(
         self,
@@ -508,10 +526,11 @@ class StoreMachine(RuleBasedStateMachine):
         aggregate_id: int,
         events: list[tuple[tuple[str, Any], datetime, str]],
         key: str | None = None,
+        age: int = 0,
     ) -> None:
         """Append ``events`` to an existing aggregate, reached as ``how`` says."""
         model = self.aggregates[aggregate_id]
-        handle = self.handles.get(aggregate_id)
+        handle = self.handle(aggregate_id, age)
         if how == "handle" and handle is None:
             how = "load"
         agg = handle if how == "handle" and handle is not None else self.cls()
@@ -533,9 +552,7 @@ class StoreMachine(RuleBasedStateMachine):
 
         if self.run_context(expected, body):
             self.commit_events(pending)
-            self.handles[aggregate_id] = agg
-        else:
-            self.forget_handles([aggregate_id])
+            self.keep_handle(agg)
 
     @precondition(lambda self: self.aggregates)
     @rule(
@@ -579,7 +596,7 @@ class StoreMachine(RuleBasedStateMachine):
             utc = when.astimezone(timezone.utc)
             event_model = ModelEvent(model.id, sequence, event_type, state, reference, utc, changes)
             self.commit_events([event_model], applied=False)
-            self.forget_handles([model.id])
+            self.forget_handles(model.id)
 
     @precondition(lambda self: len(self.aggregates) >= 2)
     @rule(
@@ -613,14 +630,17 @@ class StoreMachine(RuleBasedStateMachine):
         event_type, payload_changes = changes
         when = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
+        used: list[TallyAggregate] = [created]
+
         def body(ctx: EventStoreContext) -> None:
             for aggregate_id in targets:
-                handle = self.handles.get(aggregate_id)
-                if failure == "stale" and handle is not None and self.is_stale(aggregate_id):
-                    agg = handle
+                oldest = self.handle(aggregate_id, 3)
+                if failure == "stale" and oldest is not None and self.is_stale(aggregate_id):
+                    agg = oldest
                 else:
                     agg = self.cls()
                     ctx.load_state_into(agg, aggregate_id)
+                used.append(agg)
                 self.capture(agg, pending)(ctx, event_type, payload_changes, when, "multi")
             if key is None:
                 ctx.create_aggregate_into(created)
@@ -636,18 +656,18 @@ class StoreMachine(RuleBasedStateMachine):
                 self.keys[key] = created.id
                 self.dropped_keys.discard(key)
             self.commit_events(pending)
-        else:
-            self.forget_handles(targets)
-            if key is not None:
-                # The key of the aggregate that was never created must still be free.
-                self.dropped_keys.add(key)
+            for agg in used:
+                self.keep_handle(agg)
+        elif key is not None:
+            # The key of the aggregate that was never created must still be free.
+            self.dropped_keys.add(key)
         self.dirty.update(targets)
 
     def is_stale(self, aggregate_id: int) -> bool:
-        """True when the kept handle of the aggregate is behind storage."""
-        handle = self.handles.get(aggregate_id)
+        """True when the oldest kept copy of the aggregate is behind storage."""
+        oldest = self.handle(aggregate_id, 3)
         model = self.aggregates[aggregate_id]
-        return handle is not None and handle.sequence != model.sequence
+        return oldest is not None and oldest.sequence != model.sequence
 
     @precondition(lambda self: any(m.sequence > 0 for m in self.aggregates.values()))
     @rule(index=st.integers(0, 99), back=st.integers(0, 6))
