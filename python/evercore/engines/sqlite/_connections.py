@@ -17,6 +17,7 @@ the transaction's first write:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -268,5 +269,7 @@ class SqliteTransaction:
 
     def __del__(self) -> None:
         # An abandoned transaction must not keep its connection or the write lock.
+        # (At interpreter exit the pool may be half torn down: nothing to report then.)
         if getattr(self, "_conn", None) is not None:
-            self.abort("abandoned")
+            with contextlib.suppress(Exception):
+                self.abort("abandoned")
