@@ -13,19 +13,14 @@ into instances of it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
-import types
 import typing
 from collections.abc import Callable
-from datetime import date, datetime, time
-from decimal import Decimal
-from enum import Enum
-from typing import Any, Protocol, TypeVar, Union, overload, runtime_checkable
-from uuid import UUID
+from typing import Protocol, TypeVar, overload, runtime_checkable
 
 from evercore import _kernels
+from evercore._typed_json import from_json_value
 from evercore.errors import DecodeError
 from evercore.values import SerializedEvent
 
@@ -203,63 +198,6 @@ def decode_json_as(cls: type[T], text: str, what: str) -> T:
         raise
     except Exception as exc:
         raise DecodeError(f"cannot decode {what!r} as {cls.__qualname__}: {exc}") from exc
-
-
-_hints_cache: dict[type, dict[str, Any]] = {}
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    hints = _hints_cache.get(cls)
-    if hints is None:
-        hints = typing.get_type_hints(cls)
-        _hints_cache[cls] = hints
-    return hints
-
-
-def from_json_value(tp: Any, value: Any) -> Any:
-    """Rebuild a value of type ``tp`` from plain JSON data (the inverse of the payload
-    serializer for the types it writes)."""
-    if value is None or tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin is Union or origin is types.UnionType:
-        members = [arg for arg in typing.get_args(tp) if arg is not type(None)]
-        return from_json_value(members[0], value) if len(members) == 1 else value
-    if origin in (list, tuple, set, frozenset):
-        args = typing.get_args(tp)
-        item_type = args[0] if args else Any
-        return origin(from_json_value(item_type, item) for item in value)
-    if origin is dict:
-        args = typing.get_args(tp)
-        value_type = args[1] if len(args) == 2 else Any
-        return {key: from_json_value(value_type, item) for key, item in value.items()}
-    if not isinstance(tp, type):
-        return value
-    if dataclasses.is_dataclass(tp):
-        hints = _type_hints(tp)
-        kwargs = {
-            f.name: from_json_value(hints.get(f.name, Any), value[f.name])
-            for f in dataclasses.fields(tp)
-            if f.init and f.name in value
-        }
-        return tp(**kwargs)
-    return _scalar_from_json(tp, value)
-
-
-def _scalar_from_json(tp: type, value: Any) -> Any:
-    if tp is datetime:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if tp is date:
-        return date.fromisoformat(value)
-    if tp is time:
-        return time.fromisoformat(value)
-    if tp in (UUID, Decimal) or issubclass(tp, Enum):
-        return tp(value)
-    if tp is float and isinstance(value, int):
-        return float(value)
-    if isinstance(value, dict) and tp not in (dict, object):
-        return tp(**value)
-    return value
 
 
 __all__ = [
