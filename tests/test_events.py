@@ -9,7 +9,6 @@ from decimal import Decimal
 from uuid import UUID
 
 import pytest
-
 from evercore import DecodeError, _kernels
 from evercore.events import decode_json_as
 
