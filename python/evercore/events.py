@@ -17,10 +17,10 @@ import json
 import threading
 import typing
 from collections.abc import Callable
-from typing import Protocol, TypeVar, overload, runtime_checkable
+from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 from evercore import _kernels
-from evercore._typed_json import from_json_value
+from evercore._typed_json import converter_for
 from evercore.errors import DecodeError
 from evercore.values import SerializedEvent
 
@@ -184,20 +184,53 @@ def decode_json_as(cls: type[T], text: str, what: str) -> T:
     """Parse JSON ``text`` into an instance of ``cls`` (a dataclass, a pydantic model, a
     msgspec Struct, or a class taking the JSON object's keys as keyword arguments)."""
     try:
-        validate_json = getattr(cls, "model_validate_json", None)
-        if validate_json is not None:  # pydantic
-            return typing.cast(T, validate_json(text))
-        if hasattr(cls, "__struct_fields__"):  # msgspec
-            import msgspec
-
-            decoded: T = msgspec.json.decode(text, type=cls)
-            return decoded
-        rebuilt: T = from_json_value(cls, json.loads(text))
-        return rebuilt
+        decoded: T = text_decoder_for(cls)(text)
     except DecodeError:
         raise
     except Exception as exc:
         raise DecodeError(f"cannot decode {what!r} as {cls.__qualname__}: {exc}") from exc
+    return decoded
+
+
+TextDecoder = Callable[[str], Any]
+_text_decoders: dict[type, TextDecoder] = {}
+
+
+def text_decoder_for(cls: type) -> TextDecoder:
+    """A function parsing JSON text into ``cls``, built once per class. It raises the
+    parser's own exceptions; :func:`decode_json_as` wraps them in ``DecodeError``."""
+    found = _text_decoders.get(cls)
+    if found is None:
+        found = _text_decoders[cls] = _build_text_decoder(cls)
+    return found
+
+
+def _build_text_decoder(cls: type) -> TextDecoder:
+    validate_json = getattr(cls, "model_validate_json", None)
+    if validate_json is not None:  # pydantic
+        return typing.cast(TextDecoder, validate_json)
+    if hasattr(cls, "__struct_fields__"):  # msgspec
+        import msgspec
+
+        return msgspec.json.Decoder(cls).decode
+    convert = converter_for(cls)
+    if convert is None:
+        return _loads
+    return lambda text: convert(_loads(text))
+
+
+# The C scanner behind json.loads; typeshed does not declare the attribute.
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` without its Python-level wrapper frames for the common case: text
+    our serializers wrote (no surrounding whitespace)."""
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return json.loads(text)  # raises the parser's own, well-worded error
+    return value if end == len(text) else json.loads(text)
 
 
 __all__ = [
@@ -208,8 +241,8 @@ __all__ = [
     "decode_json_as",
     "event",
     "event_type_name",
-    "from_json_value",
     "register_event_decoder",
     "state_event",
     "state_event_name",
+    "text_decoder_for",
 ]
