@@ -1,6 +1,7 @@
 """Faults and secrets on the PostgreSQL engine.
 
-Connections terminated under load (``pg_terminate_backend``) surface as typed
+Connections terminated under load (``pg_terminate_backend``), and a private server
+(its own data directory and port) restarted under load, surface as typed
 ``StorageEngineError``s, the pool recovers, no event is lost or stored twice, and a
 durable subscription restarted after the failure resumes from its cursor. A URI's
 password never appears in an error, a traceback, a log line or a repr.
@@ -8,12 +9,20 @@ password never appears in an error, a traceback, a log line or a repr.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import itertools
 import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import evercore
@@ -42,6 +51,57 @@ ENCODED = quote(PASSWORD + "@:/", safe="")  # as a URI must spell "s3cr3t-Pa55wo
 @pytest.fixture(scope="module", autouse=True)
 def _postgres_server() -> None:
     ensure_postgres()
+
+
+class _PrivateServer:
+    """A PostgreSQL cluster of its own (temporary data directory, free port), so that
+    restarting it disturbs nobody else on the machine."""
+
+    def __init__(self) -> None:
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not binaries:
+            raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
+        self.bin = Path(binaries[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="evercore-pg-"))
+        self.data = self.root / "data"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.uri = f"postgresql://postgres@127.0.0.1:{self.port}/postgres?schema=evercore"
+        # The server refuses to run as root: run it as the postgres user then.
+        self.as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_owner:
+            shutil.chown(self.root, "postgres")
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [*self.as_owner, str(self.bin / program), *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                  "-E", "UTF8", "--no-sync")  # fmt: skip
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w",
+                  "-o", options, "start")  # fmt: skip
+
+    def restart(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-m", "fast",
+                  "-w", "restart")  # fmt: skip
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def private_server() -> Iterator[_PrivateServer]:
+    server = _PrivateServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture
@@ -108,7 +168,11 @@ class _Writer:
                 self.errors.append(error)
 
 
-def test_terminated_connections_under_load_lose_nothing(engine: PostgresStorageEngine) -> None:
+def _lose_nothing_under(engine: PostgresStorageEngine, fault: Callable[[], None]) -> None:
+    """Run three writers and a durable subscription (restarted whenever it fails) on
+    ``engine`` while ``fault()`` runs three times; then check that errors were typed,
+    writing went on, nothing acknowledged was lost, nothing refused was stored, and the
+    subscription delivered every stored event."""
     type_id = engine.get_aggregate_type_id(None, "Account")
     event_type = engine.get_event_type_id(None, "Deposited")
     writers = [_Writer(engine, engine.new_aggregate(None, type_id), event_type) for _ in range(3)]
@@ -118,15 +182,12 @@ def test_terminated_connections_under_load_lose_nothing(engine: PostgresStorageE
     store = evercore.EventStore(engine)
     options = SubscriptionOptions(batch_size=50, poll_interval=0.05, lease=2.0, owner="fault-test")
 
-    def handle(batch: list[SerializedEvent]) -> None:
-        delivered.extend(batch)
-
     def read() -> None:
         while not stop_reading.is_set():
             try:
                 store.run_subscription(
-                    "audit", SubscriptionFilter(), StartFrom.beginning(), options, handle,
-                    stop=stop_reading,
+                    "audit", SubscriptionFilter(), StartFrom.beginning(), options,
+                    delivered.extend, stop=stop_reading,
                 )  # fmt: skip
             except StorageEngineError as error:
                 reader_errors.append(error)
@@ -136,25 +197,23 @@ def test_terminated_connections_under_load_lose_nothing(engine: PostgresStorageE
     threads.append(threading.Thread(target=read))
     for thread in threads:
         thread.start()
-    terminated = 0
     for _ in range(3):
         time.sleep(0.6)
-        terminated += _terminate(engine.options.application_name)
+        fault()
     time.sleep(0.6)
     stop_writing.set()
     for thread in threads[:-1]:
-        thread.join(timeout=20)
+        thread.join(timeout=30)
 
     stored_ids = {e.event_id for w in writers for e in _all_events(engine, w.aggregate_id)}
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while not stored_ids <= {e.event_id for e in delivered} and time.monotonic() < deadline:
         time.sleep(0.05)
     stop_reading.set()
-    threads[-1].join(timeout=20)
+    threads[-1].join(timeout=30)
 
-    assert terminated >= 3
     errors = [e for w in writers for e in w.errors] + reader_errors
-    assert errors, "terminating connections under load must surface as errors"
+    assert errors, "the faults must surface as errors"
     assert all(isinstance(e, StorageEngineError) for e in errors)
     for writer in writers:
         sequences = [e.sequence for e in _all_events(engine, writer.aggregate_id)]
@@ -166,6 +225,24 @@ def test_terminated_connections_under_load_lose_nothing(engine: PostgresStorageE
     assert set(delivered_ids) == stored_ids  # the subscription missed nothing
     assert _increasing_per_run(delivered_ids)
     assert engine.get_subscription_by_name(None, "audit").last_event_id == max(stored_ids)
+
+
+def test_terminated_connections_under_load_lose_nothing(engine: PostgresStorageEngine) -> None:
+    terminated: list[int] = []
+    _lose_nothing_under(
+        engine, lambda: terminated.append(_terminate(engine.options.application_name))
+    )
+    assert sum(terminated) >= 3
+
+
+def test_server_restarts_under_load_lose_nothing(private_server: _PrivateServer) -> None:
+    """A private PostgreSQL (its own data directory and port) restarted three times."""
+    engine = open_postgres_engine(private_server.uri, pool_size=4)
+    try:
+        engine.migrate()
+        _lose_nothing_under(engine, private_server.restart)
+    finally:
+        engine.close()
 
 
 def _all_events(engine: PostgresStorageEngine, aggregate_id: int) -> list[SerializedEvent]:
