@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import evercore
 import pytest
@@ -144,30 +144,64 @@ def _failures_redis(secret: str) -> Iterator[tuple[str, Callable[[], object]]]:
     yield "server gone", server_gone
 
 
+def _evercore(subcommand: str, uri: str) -> subprocess.CompletedProcess[str]:
+    command = "import sys, evercore.cli; sys.exit(evercore.cli.main())"
+    return subprocess.run(
+        [sys.executable, "-c", command, subcommand, uri],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+@contextmanager
+def _reachable_postgres(secret: str) -> Iterator[str]:
+    """A URI with ``secret`` as password of a fresh schema on the local server (trust
+    authentication ignores the password); the schema is dropped afterwards."""
+    ensure_postgres()
+    schema = unique_name("secret")
+    try:
+        yield f"postgresql://postgres:{secret}@127.0.0.1:5432/test?schema={schema}"
+    finally:
+        drop_postgres_schema(schema)
+
+
+@contextmanager
+def _reachable_redis(secret: str) -> Iterator[str]:
+    """A URI with ``secret`` as password for the local Redis (whose default user takes
+    any password); the prefix's keys are deleted afterwards."""
+    ensure_redis()
+    prefix = unique_name("secret")
+    try:
+        yield f"redis://:{secret}@127.0.0.1:6379/0?prefix={prefix}"
+    finally:
+        delete_redis_prefix(prefix)
+
+
 @pytest.mark.parametrize(
-    ("backend", "failures", "ensure", "scheme"),
+    ("backend", "failures", "reachable", "scheme"),
     [
         pytest.param(
             "postgres",
             _failures_postgres,
-            ensure_postgres,
+            _reachable_postgres,
             "postgres",
             marks=pytest.mark.postgres,
             id="postgresql",
         ),
         pytest.param(
-            "redis", _failures_redis, ensure_redis, "redis", marks=pytest.mark.redis, id="redis"
+            "redis", _failures_redis, _reachable_redis, "redis", marks=pytest.mark.redis, id="redis"
         ),
     ],
 )
 def test_passwords_never_leak_from_failures(
     backend: str,
     failures: Callable[[str], Iterator[tuple[str, Callable[[], object]]]],
-    ensure: Callable[[], None],
+    reachable: Callable[[str], AbstractContextManager[str]],
     scheme: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    ensure()
     secret = _secret()
     caplog.set_level(logging.DEBUG)
     forced = 0
@@ -179,21 +213,16 @@ def test_passwords_never_leak_from_failures(
     assert secret not in caplog.text, "a log record shows the password"
     for record in caplog.records:
         assert secret not in repr(record.args) + str(record.exc_info)
-    info = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, evercore.cli; sys.exit(evercore.cli.main())",
-            "info",
-            f"{scheme}://u:{secret}@127.0.0.1:1/0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert info.returncode != 0
-    assert secret not in info.stdout + info.stderr, "evercore info shows the password"
+    failed = _evercore("info", f"{scheme}://u:{secret}@127.0.0.1:1/0")
+    assert failed.returncode != 0
+    assert secret not in failed.stdout + failed.stderr, "evercore info shows the password"
+    with reachable(secret) as uri:  # the server ignores the password: both succeed
+        migrated = _evercore("migrate", uri)
+        shown = _evercore("info", uri)
+    for run in (migrated, shown):
+        assert run.returncode == 0, run.stderr
+        assert secret not in run.stdout + run.stderr, f"evercore {run.args[3]} shows it"
+    assert "***" in shown.stdout
     record_figures(
         "password in URI never leaks",
         backend,
