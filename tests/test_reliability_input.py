@@ -127,12 +127,17 @@ def assert_no_secret(error: BaseException, secret: str) -> None:
 
 
 # --------------------------------------------------------------- decoder fuzz --
-FUZZ = settings(
-    max_examples=int(os.environ.get("EVERCORE_FUZZ_EXAMPLES", "150")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    database=None,
-)
+def fuzz_settings(examples: int) -> settings:
+    """``examples`` hypothesis examples (``EVERCORE_FUZZ_EXAMPLES`` overrides), no deadline."""
+    return settings(
+        max_examples=int(os.environ.get("EVERCORE_FUZZ_EXAMPLES", str(examples))),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        database=None,
+    )
+
+
+FUZZ = fuzz_settings(150)
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -240,15 +245,27 @@ def _fuzz_kernel(call: Callable[[], object], tally: Counter[str]) -> None:
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_kernels_refuse_hostile_input_with_evercore_errors_only(kernel: Any) -> None:
-    tally: Counter[str] = Counter()
-    kernel_id = "rust" if kernel is _core else "pure-python"
+    fuzz_kernels(kernel, fuzz_settings(150))
 
-    @FUZZ
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernels_soak(kernel: Any) -> None:
+    """Opt-in (``-m slow``): 5,000 examples per kernel."""
+    fuzz_kernels(kernel, fuzz_settings(5000), "soak")
+
+
+def fuzz_kernels(kernel: Any, fuzz: settings, label: str = "") -> None:
+    """Every kernel on hostile input: it returns or raises an evercore error."""
+    tally: Counter[str] = Counter()
+    kernel_id = ("rust" if kernel is _core else "pure-python") + (f" {label}" if label else "")
+
+    @fuzz
     @given(payload=PAYLOADS, event_type=TEXTS)
     def dumps(payload: object, event_type: str) -> None:
         _fuzz_kernel(lambda: kernel.dumps(payload, event_type), tally)
 
-    @FUZZ
+    @fuzz
     @given(
         rows=st.lists(st.tuples(INTS, INTS), max_size=8),
         known=st.dictionaries(INTS, INTS, max_size=3),
@@ -257,13 +274,13 @@ def test_kernels_refuse_hostile_input_with_evercore_errors_only(kernel: Any) -> 
         ids = [r[0] for r in rows]
         _fuzz_kernel(lambda: kernel.validate_sequences(ids, [r[1] for r in rows], known), tally)
 
-    @FUZZ
+    @fuzz
     @given(rows=st.lists(st.tuples(INTS, INTS, INTS, TEXTS, TIMES, TEXTS), max_size=5))
     def copy_rows(rows: list[tuple[int, int, int, str, datetime, str]]) -> None:
         events = [StorageEngineEvent(*row) for row in rows]
         _fuzz_kernel(lambda: kernel.encode_copy_rows(events), tally)
 
-    @FUZZ
+    @fuzz
     @given(payloads=st.lists(st.tuples(PAYLOADS | TEXTS, TEXTS, TIMES, TEXTS), max_size=5))
     def encode(payloads: list[tuple[object, str, datetime, str]]) -> None:
         n = len(payloads)
