@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,16 +155,20 @@ def _is_commit(query: bytes) -> bool:
 class CuttingProxy:
     """A TCP proxy on 127.0.0.1 in front of a server.
 
-    For PostgreSQL (``postgres=True``): while ``cut_on_commit`` is set, the first
-    COMMIT a client sends is forwarded to the server and then both connections are
-    closed before any answer gets back, so the client cannot know whether it
-    committed. Connect with ``sslmode=disable`` so the proxy can read the protocol.
-    ``close()`` drops every connection and stops listening (the server is "gone").
+    While ``cut_on_commit`` is set, the first commit a client sends is forwarded to
+    the server and then both connections are closed before any answer gets back, so
+    the client cannot know whether it committed. A commit is a PostgreSQL COMMIT
+    (``postgres=True``; connect with ``sslmode=disable`` so the proxy can read the
+    protocol) or any client data holding ``marker`` (for Redis: the commit script's
+    SHA). ``close()`` drops every connection and stops listening (the server is "gone").
     """
 
-    def __init__(self, target_port: int, *, postgres: bool = False) -> None:
+    def __init__(
+        self, target_port: int, *, postgres: bool = False, marker: bytes | None = None
+    ) -> None:
         self.target = ("127.0.0.1", target_port)
         self.postgres = postgres
+        self.marker = marker
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.cut_on_commit = False
@@ -186,7 +191,7 @@ class CuttingProxy:
 
     def _pump(self, client: socket.socket, server: socket.socket) -> None:
         sockets = [client, server]
-        detector = PostgresCommitDetector() if self.postgres else None
+        detector = self._detector()
         try:
             while not self._closed:
                 ready, _, _ = select.select(sockets, [], [], 0.5)
@@ -195,7 +200,7 @@ class CuttingProxy:
                     if not data:
                         return
                     (server if sock is client else client).sendall(data)
-                    commit = sock is client and detector is not None and detector.feed(data)
+                    commit = sock is client and detector is not None and detector(data)
                     if commit and self._take_cut():
                         time.sleep(0.2)  # let the server receive and act on it
                         return
@@ -204,6 +209,15 @@ class CuttingProxy:
         finally:
             for sock in sockets:
                 _close(sock)
+
+    def _detector(self) -> Callable[[bytes], bool] | None:
+        """A function telling whether the next client bytes of one connection commit."""
+        if self.postgres:
+            return PostgresCommitDetector().feed
+        marker = self.marker
+        if marker is not None:
+            return lambda data: marker in data
+        return None
 
     def _take_cut(self) -> bool:
         with self._lock:

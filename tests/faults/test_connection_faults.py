@@ -19,10 +19,11 @@ from contextlib import AbstractContextManager, contextmanager
 
 import evercore
 import pytest
-from evercore import CommitOutcomeUnknownError, EvercoreError
+from evercore import CommitOutcomeUnknownError, EventStore, EvercoreError
 from evercore.testing.reliability import TallyChanged, record_figures, tally_class
 
 from tests.backends import (
+    POSTGRES_URI,
     delete_redis_prefix,
     drop_postgres_schema,
     open_migrated,
@@ -55,44 +56,73 @@ def proxied_postgres(password: str = "") -> Iterator[tuple[CuttingProxy, str, st
 # ------------------------------------------------------------ commit outcome --
 @pytest.mark.postgres
 def test_connection_cut_after_commit_is_outcome_unknown() -> None:
-    with proxied_postgres() as (proxy, uri, schema):
-        store = evercore.connect(uri)
-        try:
-            cls = tally_class("cut.Tally")
-            aggregate_id = store.in_context(lambda ctx: ctx.new_aggregate_id("cut.Tally"))
-            proxy.cut_on_commit = True
-            with pytest.raises(CommitOutcomeUnknownError) as caught, store.context() as ctx:
-                agg = cls()
-                ctx.load_state_into(agg, aggregate_id)
-                ctx.apply_event_to(agg, TallyChanged(amount=1), reference="in-doubt")
-            assert proxy.cuts == 1
-            assert "may or may not" in str(caught.value)
-            # The caller finds out by reloading: the server got COMMIT, so the event is
-            # there exactly once; retrying blindly would be refused (same sequence).
-            checker = open_migrated(f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}")
-            try:
-                events = checker.get_events_for_aggregate(None, aggregate_id, 0)
-            finally:
-                checker.close()
-            assert [e.reference for e in events] == ["in-doubt"]
-            # The pool replaced the broken connection: the next context works.
-            with store.context() as ctx:
-                agg = cls()
-                ctx.load_state_into(agg, aggregate_id)
-                ctx.apply_event_to(agg, TallyChanged(amount=2), reference="after")
-            assert agg.sequence == 2
-        finally:
-            store.close()
+    with proxied_postgres() as (proxy, uri, schema), evercore.connect(uri) as store:
+        # The server got COMMIT, so the event is there exactly once; the pool replaced
+        # the broken connection.
+        _cut_one_commit(store, proxy, f"{POSTGRES_URI}?schema={schema}")
     record_figures(
         "connection cut after COMMIT (proxy)",
         "postgres",
         operations=3,
         faults=1,
         outcome_unknown_raised=1,
-        events_checked=2,
+        events_checked=3,
         lost=0,
         duplicates=0,
     )
+
+
+@pytest.mark.redis
+def test_redis_connection_cut_during_commit_is_outcome_unknown() -> None:
+    from evercore_redis import _scripts
+
+    ensure_redis()
+    commit_sha = _scripts.load("commit").sha.encode()
+    proxy = CuttingProxy(6379, marker=commit_sha)
+    prefix = unique_name("cut")
+    try:
+        with evercore.connect(f"redis://127.0.0.1:{proxy.port}/0?prefix={prefix}") as store:
+            _cut_one_commit(store, proxy, f"redis://127.0.0.1:6379/0?prefix={prefix}")
+    finally:
+        proxy.close()
+        delete_redis_prefix(prefix)
+    record_figures(
+        "connection cut during commit (proxy)",
+        "redis",
+        operations=3,
+        faults=1,
+        outcome_unknown_raised=1,
+        events_checked=3,
+        lost=0,
+        duplicates=0,
+    )
+
+
+def _cut_one_commit(store: EventStore, proxy: CuttingProxy, direct_uri: str) -> None:
+    """Append once normally, once with the connection cut after the commit was sent
+    (``CommitOutcomeUnknownError``; reloading shows it stored exactly once), and once
+    more after (the engine recovered)."""
+    cls = tally_class("cut.Tally")
+    aggregate_id = store.in_context(lambda ctx: ctx.new_aggregate_id("cut.Tally"))
+    for reference in ("before", "in-doubt", "after"):
+        proxy.cut_on_commit = reference == "in-doubt"
+        try:
+            with store.context() as ctx:
+                agg = cls()
+                ctx.load_state_into(agg, aggregate_id)
+                ctx.apply_event_to(agg, TallyChanged(amount=1), reference=reference)
+        except CommitOutcomeUnknownError as exc:
+            assert reference == "in-doubt", exc
+            assert "may or may not" in str(exc)
+        else:
+            assert reference != "in-doubt", "the commit was not cut"
+    assert proxy.cuts == 1
+    checker = open_migrated(direct_uri)
+    try:
+        events = checker.get_events_for_aggregate(None, aggregate_id, 0)
+    finally:
+        checker.close()
+    assert [e.reference for e in events] == ["before", "in-doubt", "after"]
 
 
 # --------------------------------------------------------------------- secrets --
