@@ -568,21 +568,28 @@ class StoreMachine(RuleBasedStateMachine):
         loaded: bool,
         event: tuple[tuple[str, tuple[tuple[str, Any], ...]], datetime, str, int],
     ) -> None:
-        """``ctx.publish`` a serialized event at the model's sequence + ``delta``.
+        """``ctx.publish`` a serialized event: ``delta`` 1 is the next sequence, 2 leaves
+        a gap, 0 and below name a taken sequence (the last, the one before...).
 
-        In a context that loaded the aggregate anything but + 1 is a ``SequenceError``
-        before any I/O; otherwise a taken sequence is a ``ConcurrencyError``, a
-        sequence below 1 a ``SequenceError``, and a gap is stored as given (a context
-        that does not know the aggregate may start anywhere, as ``Publish`` in Go).
+        In a context that loaded the aggregate anything but the next sequence is a
+        ``SequenceError`` before any I/O; otherwise a taken sequence is a
+        ``ConcurrencyError``, a sequence below 1 a ``SequenceError``, and a gap is
+        stored as given (a context that does not know the aggregate may start
+        anywhere, as ``Publish`` in Go). The model never fills a gap later, so each
+        aggregate's events stay in sequence order in the log.
         """
         (event_type, changes), when, reference, style = event
         model = self.pick(index)
-        sequence = model.sequence + delta
+        taken = [e.sequence for e in model.events]
+        if delta <= 0 and taken:
+            sequence = taken[max(0, len(taken) - 1 + delta)]
+        else:
+            sequence = model.sequence + delta
         state = render_state(event_type, changes, style)
         expected: type[Exception] | None = None
-        if sequence < 1 or (loaded and delta != 1):
+        if sequence < 1 or (loaded and sequence != model.sequence + 1):
             expected = SequenceError
-        elif sequence <= model.sequence:
+        elif sequence in taken:
             expected = ConcurrencyError
         serialized = SerializedEvent(0, model.id, event_type, state, sequence, reference, when)
 
