@@ -142,9 +142,10 @@ def stores() -> Iterator[Stores]:
         made.drop()
 
 
-def _eventsourcing_app(schema: str) -> Application:
+def _eventsourcing_app(schema: str, create_table: bool = True) -> Application:
     return Application(
         env={
+            "CREATE_TABLE": "y" if create_table else "n",
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": "test",
             "POSTGRES_HOST": "127.0.0.1",
@@ -430,7 +431,7 @@ def _contend_raw(schema: str, ids: list[Any], offset: int, ready: Any) -> int:
 def _contend_eventsourcing(schema: str, ids: list[Any], offset: int, ready: Any) -> int:
     retries = 0
     pick = random.Random(offset).choice
-    app = _eventsourcing_app(schema)
+    app = _eventsourcing_app(schema, create_table=False)  # both at once would collide
     ready.wait()
     for n in range(offset, CONTENDED, 2):
         account_id = pick(ids)

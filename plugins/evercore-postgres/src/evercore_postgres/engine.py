@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from typing_extensions import LiteralString
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+Query = str | sql.Composed
+Params = tuple[Any, ...] | dict[str, Any]
 
 SMALL_BATCH = 8
 """Up to this many events go in one ``INSERT ... unnest`` (one round trip, snapshots
@@ -507,23 +509,26 @@ class PostgresStorageEngine:
         self, tx: Transaction | None, aggregate_id: int, after_sequence: int
     ) -> list[SerializedEvent]:
         """The aggregate's events with sequence > ``after_sequence``, in sequence order."""
+        query = (
+            f"SELECT {_EVENT_COLUMNS} FROM events "
+            "WHERE aggregate_id = %s AND sequence > %s ORDER BY sequence"
+        )
         with self._conn(tx, f"load the events of aggregate {aggregate_id}") as conn:
-            rows = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events "
-                "WHERE aggregate_id = %s AND sequence > %s ORDER BY sequence",
-                (aggregate_id, after_sequence),
-            ).fetchall()
-            return self._events(conn, rows)
+            return self._read_events(conn, query, (aggregate_id, after_sequence))
 
-    def _events(self, conn: Conn, rows: list[tuple[Any, ...]]) -> list[SerializedEvent]:
+    def _read_events(self, conn: Conn, query: Query, params: Params) -> list[SerializedEvent]:
+        """Events read with ``_EVENT_COLUMNS``. Binary results parse faster (times
+        above all), and the tuples are built without ``SerializedEvent.__new__``'s
+        Python frame: together about a third of a 10,000-event read."""
+        rows = conn.cursor(binary=True).execute(query, params).fetchall()
         names = self._event_type_names
-        try:
-            return [SerializedEvent(i, a, names[t], s, q, r, tm) for i, a, t, s, q, r, tm in rows]
-        except KeyError:
-            pass  # a type registered by another process: learn its name, then build
-        for row in rows:
-            self._event_type_name(conn, row[2])
-        return [SerializedEvent(i, a, names[t], s, q, r, tm) for i, a, t, s, q, r, tm in rows]
+        if not all(row[2] in names for row in rows):
+            for row in rows:  # a type registered by another process: learn its name
+                self._event_type_name(conn, row[2])
+        make = tuple.__new__
+        return [
+            make(SerializedEvent, (i, a, names[t], s, q, r, tm)) for i, a, t, s, q, r, tm in rows
+        ]
 
     def write_state(
         self,
@@ -824,9 +829,9 @@ class PostgresStorageEngine:
             if upto <= subscription.last_event_id:
                 return []
             if tx is None:
-                return self._events(conn, conn.execute(query, params).fetchall())
+                return self._read_events(conn, query, params)
         with self._conn(tx, f"read events for subscription {subscription.name!r}") as conn:
-            return self._events(conn, conn.execute(query, params).fetchall())
+            return self._read_events(conn, query, params)
 
     def get_max_event_id(self, tx: Transaction | None) -> int:
         """The highest event id below which no event can still appear: in a quiet
