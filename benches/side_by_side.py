@@ -217,7 +217,10 @@ def run_comparisons(
 
 
 def render_results(
-    report: bench.BenchReport, comparisons: dict[str, list[Row] | str], command: str
+    report: bench.BenchReport,
+    comparisons: dict[str, list[Row] | str],
+    command: str,
+    directory: Path = HERE,
 ) -> str:
     """The whole RESULTS.md."""
     parts = [
@@ -239,6 +242,16 @@ def render_results(
             parts += [f"### {name}", "", f"Failed: {outcome}", ""]
         else:
             parts += [render_comparison(name, outcome), ""]
+    others = [
+        f"`{path.name}`"
+        for path in sorted(directory.glob("bench_*.py"))
+        if path.stem.removeprefix("bench_") not in comparisons
+    ]
+    if others:
+        parts += [
+            f"Not in this run (no `side_by_side`; run them directly): {', '.join(others)}.",
+            "",
+        ]
     return "\n".join(parts)
 
 

@@ -4,12 +4,16 @@ comparison modules' rows become the report (budget: a few seconds)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import psycopg
+import pytest
 import redis
+from evercore import bench
 
 from tests.services import ensure_postgres, ensure_redis
 from tests.throwaway import POSTGRES_BASE, REDIS_BASE
@@ -23,6 +27,17 @@ def _script() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(autouse=True)
+def _restore_imports(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The script puts bench folders on sys.path and imports modules: undo both."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith("bench_"):
+            del sys.modules[name]
 
 
 def _leftovers() -> tuple[list[str], list[bytes]]:
@@ -78,6 +93,16 @@ def test_comparison_modules_become_the_report(tmp_path: Path) -> None:
     assert lines[4] == "| ingest | evercore | 1,000 | 1,000 |  |  |"
     assert lines[5] == "| ingest | raw COPY | 1,000 | 2,000 | 0.50x | >= 0.8x MISSED |"
     assert lines[6] == "| ingest | eventsourcing | 1,000 | 250 | 4.00x | >= 3x met |"
+
+    target = bench.BenchTarget("memory", "memory://")
+    result = bench.WorkloadResult("memory", "memory://", "catchup", "catch-up", 10, 1.0)
+    report = bench.BenchReport(bench.BenchConfig(), (target,), (result,), bench.environment())
+    page = side_by_side.render_results(report, outcomes, "python side_by_side.py", tmp_path)
+    assert page.startswith("# Benchmark results\n\nProduced by `python side_by_side.py`")
+    assert "| catch-up | 10 |" in page
+    assert "### broken\n\nFailed: ZeroDivisionError: division by zero" in page
+    assert text in page
+    assert "Not in this run (no `side_by_side`; run them directly): `bench_plain.py`." in page
 
 
 def test_comparison_modules_may_define_dataclasses(tmp_path: Path) -> None:
