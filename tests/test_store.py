@@ -346,8 +346,13 @@ def test_event_time_and_reference_round_trip(store: EventStore) -> None:
     assert stored.event_time == stamp
     assert stored.event_time.tzinfo == timezone.utc
     assert stored.reference == "r-9"
-    with pytest.raises(ValueError, match="timezone"), store.context() as ctx:
+    with pytest.raises(evercore.InvalidEventError, match="timezone"), store.context() as ctx:
         ctx.apply_event_to(agg, Deposited(balance=1), time=datetime(2024, 1, 1))
+    bad_time = SerializedEvent(0, agg.id, "Deposited.v2", "{}", 2, "", "yesterday")  # type: ignore[arg-type]
+    with pytest.raises(evercore.InvalidEventError, match="yesterday"), store.context() as ctx:
+        ctx.publish(bad_time)
+    with pytest.raises(evercore.InvalidEventError, match="neither"), store.context() as ctx:
+        ctx.apply_event_to(agg, {"not": "an event"})
 
 
 def test_save_state_writes_serialized_events_and_snapshots(store: EventStore) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from evercore.aggregate import Aggregate, StateAggregate, copy_fields
+from evercore.errors import InvalidEventError
 from evercore.events import EventState, StateEvent, decode_event, state_event_name
 from evercore.values import AggregateState, SerializedEvent, Snapshot
 
@@ -219,15 +220,19 @@ def _captured_form(event: object) -> tuple[EventState, str, object]:
         return event, event.event_type, event.payload
     if isinstance(event, EventState):
         return event, event.event_type, event.serialize()
-    raise TypeError(
+    raise InvalidEventError(
         f"cannot apply {event!r}: it is neither an EventState (event_type + serialize()) "
         "nor an instance of a @evercore.state_event class"
     )
 
 
 def _utc(value: datetime) -> datetime:
+    if not isinstance(value, datetime):
+        raise InvalidEventError(f"event time {value!r} is not a datetime")
     if value.tzinfo is None:
-        raise ValueError(f"event time {value!r} has no timezone; pass an aware datetime (UTC)")
+        raise InvalidEventError(
+            f"event time {value!r} has no timezone; pass an aware datetime (UTC)"
+        )
     return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
 
 

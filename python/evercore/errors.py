@@ -95,6 +95,11 @@ class LimitExceededError(EvercoreError, ValueError):
     store). Raised before anything is written."""
 
 
+class InvalidEventError(EvercoreError, ValueError):
+    """An event's time is not a timezone-aware ``datetime``, or the object applied is
+    not an event at all. Raised when the event is captured, before any I/O."""
+
+
 class EventStateIsNotAStateEvent(EvercoreError):
     """A ``StateAggregate`` got an event that is not a ``StateEvent`` and has no
     ``handle_other_events`` (Go ``ErrEventStateIsNotAStateEvent``)."""
@@ -148,6 +153,7 @@ __all__ = [
     "DecodeError",
     "EventStateIsNotAStateEvent",
     "EvercoreError",
+    "InvalidEventError",
     "InvalidKeyError",
     "KeyTooLongError",
     "LimitExceededError",
