@@ -75,3 +75,14 @@ def test_errors_form_one_hierarchy() -> None:
     assert issubclass(evercore.SequenceError, ValueError)
     assert evercore.NotFoundError("x").error_type == "not_found"
     assert evercore.ConstraintViolationError("x").error_type == "constraint_violation"
+
+
+def test_python_dash_m_evercore_runs_the_cli() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "evercore", "backends"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "memory://" in result.stdout and "sqlite://" in result.stdout
