@@ -431,3 +431,12 @@ def test_concurrent_contexts_on_one_aggregate_one_wins(store: EventStore) -> Non
         t.join(10)
     assert sorted(outcomes) == ["conflict", "conflict", "conflict", "ok"]
     assert load(store, aggregate_id).sequence == 2
+
+
+def test_loading_a_corrupt_state_event_raises_decode_error(store: EventStore) -> None:
+    aggregate_id = open_account(store, "uma")
+    stamp = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    corrupt = SerializedEvent(0, aggregate_id, "Deposited.v2", '{"balance": "many"', 2, "", stamp)
+    store.with_context(lambda ctx: ctx.publish(corrupt))
+    with pytest.raises(DecodeError, match=r"Deposited\.v2"):
+        load(store, aggregate_id)

@@ -10,13 +10,19 @@ Contexts are created by :class:`evercore.EventStore`; do not build them yourself
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from evercore.aggregate import Aggregate, StateAggregate, copy_fields
 from evercore.errors import InvalidEventError
-from evercore.events import EventState, StateEvent, decode_event, state_event_name
+from evercore.events import (
+    EventState,
+    StateEvent,
+    decode_event,
+    state_event_name,
+    state_payload_decoder,
+)
 from evercore.values import AggregateState, SerializedEvent, Snapshot
 
 _COPYING_APPLY = StateAggregate.apply_event_state
@@ -72,13 +78,34 @@ class EventStoreReadonlyContext:
         if state.snapshot is not None:
             agg.apply_snapshot(state.snapshot)
             sequence = state.snapshot.sequence
-        apply = agg.apply_event_state
-        for ev in state.events:
-            apply(decode_event(ev)[1], ev.event_time, ev.reference)
-            sequence = ev.sequence
+        if type(agg).apply_event_state is _COPYING_APPLY:
+            _fold_state_events(agg, state.events)  # type: ignore[arg-type]
+        else:
+            apply = agg.apply_event_state
+            for ev in state.events:
+                apply(decode_event(ev)[1], ev.event_time, ev.reference)
+        if state.events:
+            sequence = state.events[-1].sequence
         agg.id = state.aggregate_id
         agg.sequence = sequence
         self._known_sequences[state.aggregate_id] = sequence
+
+
+def _fold_state_events(agg: StateAggregate[object], events: Sequence[SerializedEvent]) -> None:
+    """Rebuild a ``StateAggregate`` whose ``apply_event_state`` is not overridden: state
+    events are decoded straight into their payload and copied onto the state, the
+    same outcome as ``apply_event_state(StateEvent(payload))`` without the wrapper.
+    Rehydration runs this once per stored event."""
+    decoders: dict[str, Callable[[str], object] | None] = {}
+    for ev in events:
+        event_type = ev.event_type
+        if event_type not in decoders:
+            decoders[event_type] = state_payload_decoder(event_type)
+        decode = decoders[event_type]
+        if decode is None:
+            agg.apply_event_state(decode_event(ev)[1], ev.event_time, ev.reference)
+        else:
+            agg.state = copy_fields(decode(ev.state), agg.state)
 
 
 class EventStoreContext(EventStoreReadonlyContext):

@@ -13,6 +13,7 @@ into instances of it.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import typing
@@ -180,6 +181,16 @@ def decode_event(ev: SerializedEvent) -> tuple[bool, EventState]:
     )
 
 
+def state_payload_decoder(event_type: str) -> Callable[[str], object] | None:
+    """For hot loops: a function decoding the stored state of a ``@state_event`` type
+    straight into its payload (``DecodeError`` on bad text), or None when the type is
+    not a state event or custom decoders are registered (they take precedence)."""
+    payload_class = _state_event_classes.get(event_type)
+    if payload_class is None or _decoders:
+        return None
+    return functools.partial(decode_json_as, payload_class, what=event_type)
+
+
 def decode_json_as(cls: type[T], text: str, what: str) -> T:
     """Parse JSON ``text`` into an instance of ``cls`` (a dataclass, a pydantic model, a
     msgspec Struct, or a class taking the JSON object's keys as keyword arguments)."""
@@ -244,5 +255,6 @@ __all__ = [
     "register_event_decoder",
     "state_event",
     "state_event_name",
+    "state_payload_decoder",
     "text_decoder_for",
 ]
