@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import evercore
 import pytest
 from evercore.engines.memory.engine import open_memory_engine
-from evercore.engines.sqlite.engine import open_sqlite_engine
 from evercore.spi import StorageEngine
 from evercore.subscriptions import run_subscription
 from evercore.testing.subscriptions import SubscriptionConformance, write_aggregate
@@ -27,15 +25,7 @@ class TestMemorySubscriptions(SubscriptionConformance):
         engine.close()
 
 
-class TestSqliteSubscriptions(SubscriptionConformance):
-    """Runners on a SQLite file."""
-
-    @pytest.fixture
-    def engine(self, tmp_path: Path) -> Iterator[StorageEngine]:
-        engine = open_sqlite_engine(f"sqlite:///{tmp_path}/subscriptions.db")
-        engine.migrate()
-        yield engine
-        engine.close()
+# SQLite, PostgreSQL and Redis run this suite in their own test modules.
 
 
 # -- runner behaviour that does not depend on the engine -----------------------------------
