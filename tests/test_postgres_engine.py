@@ -162,6 +162,91 @@ def test_writer_whose_xid_is_newer_than_the_committer_is_not_skipped(
     assert _read_ids(engine) == [held, committed]
 
 
+def _open_foreign_transaction(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> int:
+    """Leave ``conn`` idle in a transaction that holds an xid from a write in ``schema``
+    (another store); return that xid."""
+    table = sql.Identifier(schema, "t")
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("CREATE TABLE {} (x int)").format(table))
+    conn.commit()
+    conn.execute(sql.SQL("INSERT INTO {} VALUES (1)").format(table))
+    row = conn.execute("SELECT pg_current_xact_id_if_assigned()::text::bigint").fetchone()
+    assert row is not None and row[0] is not None
+    return int(row[0])
+
+
+def _read_until(engine: StorageEngine, after: int, want: list[int]) -> list[int]:
+    deadline = time.monotonic() + 5
+    while (ids := _read_ids(engine, after)) != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return ids
+
+
+def test_only_writers_of_this_store_hold_back_delivery_past_a_hole(
+    engine: PostgresStorageEngine, raw: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """A transaction idle elsewhere on the server (holding an xid from a write in
+    another schema, so the server-wide xmin stays behind it) does not delay delivery
+    past a rolled-back hole; a writer of this store that is still open does, until
+    it ends."""
+    type_id, event_type = _types(engine)
+    first, second = engine.new_aggregate(None, type_id), engine.new_aggregate(None, type_id)
+    other = temporary_schema_name()
+    own_schema = sql.SQL("SET search_path TO {}").format(sql.Identifier(engine.options.schema))
+    with (
+        psycopg.connect(TEST_SERVER, application_name=engine.options.schema) as idle,
+        psycopg.connect(TEST_SERVER, application_name=engine.options.schema) as open_writer,
+    ):
+        try:
+            idle_xid = _open_foreign_transaction(idle, other)
+            rolled_back = engine.get_transaction_info()
+            engine.write_state(rolled_back, _events(first, event_type, 1, 1), [])
+            committed = _raw_insert(raw, second, 1)
+            assert _read_ids(engine) == []  # its writer may still commit the hole
+            rolled_back.rollback()
+            xmin = raw.execute(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+            ).fetchone()
+            assert xmin is not None and xmin[0] <= idle_xid  # control: an xmin rule would wait
+            assert _read_until(engine, 0, [committed]) == [committed]
+
+            rolled_back = engine.get_transaction_info()
+            engine.write_state(rolled_back, _events(first, event_type, 1, 1), [])
+            later = _raw_insert(raw, second, 2)
+            open_writer.execute(own_schema)
+            pending = _raw_insert(open_writer, first, 2)  # this store's writer, left open
+            rolled_back.rollback()
+            for _ in range(5):
+                assert _read_ids(engine, committed) == []
+                time.sleep(0.05)
+            open_writer.commit()
+            assert _read_until(engine, committed, [later, pending]) == [later, pending]
+        finally:
+            idle.rollback()
+            drop_schema(other)
+
+
+def test_writer_that_rolled_back_a_savepoint_still_holds_back_its_later_ids(
+    engine: PostgresStorageEngine, raw: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """Rolling back a savepoint releases the writer lock taken inside it; the id
+    default takes it again for every row, so an id drawn afterwards is waited for."""
+    type_id, _ = _types(engine)
+    first, second = engine.new_aggregate(None, type_id), engine.new_aggregate(None, type_id)
+    with psycopg.connect(TEST_SERVER, application_name=engine.options.schema) as writer:
+        writer.execute(
+            sql.SQL("SET search_path TO {}").format(sql.Identifier(engine.options.schema))
+        )
+        writer.execute("SAVEPOINT s")
+        _raw_insert(writer, first, 1)
+        writer.execute("ROLLBACK TO SAVEPOINT s")
+        held = _raw_insert(writer, first, 1)
+        committed = _raw_insert(raw, second, 1)
+        assert _read_ids(engine) == []
+        writer.commit()
+    assert _read_ids(engine) == [held, committed]
+
+
 def test_concurrent_writers_with_delayed_commits_deliver_every_event_in_order(
     engine: PostgresStorageEngine,
 ) -> None:
@@ -486,34 +571,57 @@ def test_close_stops_background_threads() -> None:
 
 def test_horizon_settles_a_contiguous_run_at_once() -> None:
     horizon = Horizon()
-    assert horizon.observe(Observation(0, (1, 2, 3), 3, xmin=100)) is None
+    assert horizon.observe(Observation(0, (1, 2, 3), 3)) is None
     assert horizon.settled == 3
 
 
-def test_horizon_waits_for_the_xid_bound_of_a_hole() -> None:
+def test_horizon_waits_until_the_writers_of_a_hole_release_the_lock() -> None:
     horizon = Horizon()
-    assert horizon.observe(Observation(0, (1, 2, 4), 4, xmin=100)) == 4
+    assert horizon.observe(Observation(0, (1, 2, 4), 4)) == 4
     assert horizon.settled == 2
-    horizon.add_hole(4, bound=120)
-    assert horizon.waiting
-    assert horizon.observe(Observation(2, (4,), 4, xmin=119)) is None
-    assert horizon.settled == 2  # a transaction older than the bound still runs
-    assert horizon.observe(Observation(2, (4,), 4, xmin=120)) is None
+    horizon.add_hole(4, ("3/17", "5/2"))
+    pending = horizon.pending
+    assert pending is not None and horizon.waiting
+    assert horizon.observe(Observation(2, (4,), 4, pending, released=False)) is None
+    assert horizon.settled == 2  # one of the hole's writers still holds the lock
+    assert horizon.observe(Observation(2, (4,), 4, None, released=True)) is None
+    assert horizon.settled == 2  # a query that checked no writers settles nothing
+    assert horizon.observe(Observation(2, (4,), 4, pending, released=True)) is None
     assert (horizon.settled, horizon.waiting) == (4, False)
 
 
-def test_horizon_hole_filled_by_a_late_commit_settles_without_the_bound() -> None:
+def test_horizon_release_of_an_older_hole_does_not_settle_a_newer_one() -> None:
     horizon = Horizon()
-    horizon.observe(Observation(0, (1, 3), 3, xmin=10))
-    horizon.add_hole(3, bound=50)
-    assert horizon.observe(Observation(1, (2, 3, 4), 4, xmin=11)) is None
+    horizon.observe(Observation(0, (1, 3), 3))
+    horizon.add_hole(3, ("3/17",))
+    older = horizon.pending
+    horizon.observe(Observation(1, (3,), 3, older, released=True))
+    assert horizon.settled == 3
+    horizon.observe(Observation(3, (5,), 5))
+    horizon.add_hole(5, ("4/9",))
+    assert horizon.observe(Observation(3, (5,), 5, older, released=True)) is None
+    assert (horizon.settled, horizon.waiting) == (3, True)  # a slow query about the old hole
+
+
+def test_horizon_hole_without_writers_settles_at_once() -> None:
+    horizon = Horizon()
+    assert horizon.observe(Observation(0, (1, 3), 3)) == 3
+    horizon.add_hole(3, ())
+    assert (horizon.settled, horizon.waiting) == (3, False)
+
+
+def test_horizon_hole_filled_by_a_late_commit_settles_without_waiting() -> None:
+    horizon = Horizon()
+    horizon.observe(Observation(0, (1, 3), 3))
+    horizon.add_hole(3, ("3/17",))
+    assert horizon.observe(Observation(1, (2, 3, 4), 4)) is None
     assert (horizon.settled, horizon.waiting) == (4, False)
 
 
 def test_horizon_never_moves_back_and_ignores_an_empty_log() -> None:
     horizon = Horizon()
-    assert horizon.observe(Observation(0, (), None, xmin=5)) is None
+    assert horizon.observe(Observation(0, (), None)) is None
     assert horizon.settled == 0
-    horizon.observe(Observation(0, (1, 2), 2, xmin=5))
-    horizon.observe(Observation(0, (1,), 1, xmin=5))  # an older, slower query
+    horizon.observe(Observation(0, (1, 2), 2))
+    horizon.observe(Observation(0, (1,), 1))  # an older, slower query
     assert horizon.settled == 2

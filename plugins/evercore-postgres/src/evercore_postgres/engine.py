@@ -99,10 +99,14 @@ _SUBSCRIPTION_COLUMNS = (
     "start_timestamp, last_event_id, active, lease_owner, lease_expires_at"
 )
 _HORIZON = (
-    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
-    "(SELECT max(id) FROM events), "
-    "ARRAY(SELECT id FROM events WHERE id > %(after)s ORDER BY id LIMIT %(window)s)"
+    "SELECT (SELECT max(id) FROM events), "
+    "ARRAY(SELECT id FROM events WHERE id > %(after)s ORDER BY id LIMIT %(window)s), "
+    # Reading pg_locks briefly takes every lock-table partition: only while a hole waits.
+    # A prepared transaction (pid null) holds on: PREPARE hands its lock to a new holder.
+    "CASE WHEN cardinality(%(writers)s::text[]) > 0 THEN NOT EXISTS (SELECT FROM event_writers "
+    "WHERE virtualtransaction = ANY(%(writers)s::text[]) OR pid IS NULL) END"
 )
+_WRITERS = "SELECT ARRAY(SELECT virtualtransaction FROM event_writers)"
 
 
 def open_postgres_engine(uri: str, **options: Any) -> PostgresStorageEngine:
@@ -581,15 +585,20 @@ class PostgresStorageEngine:
     def _settle(self, conn: Conn) -> int:
         """Advance and return the settled horizon (see :mod:`evercore_postgres.horizon`)."""
         for _ in range(4):
-            after = self._horizon.settled
-            row = conn.execute(_HORIZON, {"after": after, "window": WINDOW}).fetchone()
+            after, pending = self._horizon.settled, self._horizon.pending
+            writers = [] if pending is None else list(pending.writers)
+            row = conn.execute(
+                _HORIZON, {"after": after, "window": WINDOW, "writers": writers}
+            ).fetchone()
             assert row is not None
-            xmin, max_id, ids = row
-            hole = self._horizon.observe(Observation(after, tuple(ids), max_id, xmin))
+            max_id, ids, released = row
+            hole = self._horizon.observe(
+                Observation(after, tuple(ids), max_id, pending, bool(released))
+            )
             if hole is not None:
-                bound = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
-                assert bound is not None
-                self._horizon.add_hole(hole, int(bound[0]))
+                holders = conn.execute(_WRITERS).fetchone()
+                assert holders is not None
+                self._horizon.add_hole(hole, tuple(holders[0]))
             elif len(ids) < WINDOW:
                 break
         return self._horizon.settled

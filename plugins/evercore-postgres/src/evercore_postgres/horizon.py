@@ -6,26 +6,28 @@ would skip 7 forever. Readers therefore only deliver ids up to the *settled
 horizon* ``W``: every id <= ``W`` is either visible or will never exist (its
 writer rolled back or failed).
 
-How ``W`` advances, without any global write lock:
+How ``W`` advances, without any global write lock and without waiting for
+transactions that cannot write to this store:
 
-* Every writer holds its transaction id before it draws an event id (the ``CASE``
-  in the ``events.id`` default).
+* Every writer holds the store's shared *writer lock* (a transaction-scoped
+  advisory lock keyed by the store) before it draws an event id (the ``CASE`` in
+  the ``events.id`` default). Shared locks do not contend with each other.
 * The horizon query lists the visible ids above ``W`` (a window of them). A
   contiguous run ``W+1 .. P`` is settled at once: ``W = P``.
 * A hole below a visible id ``L`` (the largest visible id) means a writer drew the
-  missing id before ``L`` was drawn, so before the query's snapshot, so it held its
-  transaction id before the reader asks for a fresh transaction id ``B``
-  (``pg_current_xact_id()``, once per hole). Once a later snapshot's ``xmin`` is
-  >= ``B`` every transaction older than ``B`` has ended, so every id <= ``L`` is
-  settled: ``W = L``.
+  missing id before ``L`` was drawn, so before the query's snapshot, so it took
+  the writer lock before that. The reader then lists the transactions holding the
+  lock (once per hole, after that snapshot): the hole's writer is among them or
+  has already ended. A writer that takes the lock later draws ids above ``L``
+  (the sequence is monotonic, ``CACHE 1``) and cannot fill the hole. Once none of
+  the listed transactions holds the lock any more, every id <= ``L`` is settled:
+  ``W = L``. PostgreSQL makes a commit visible before it releases the
+  transaction's locks, so every later snapshot sees what they committed.
 
-``B`` is needed because a snapshot's ``xmax`` is only "latest completed xid + 1":
-a running writer whose xid is above it is absent from the snapshot's in-progress
-list, so "``xmin`` passed the ``xmax`` of the snapshot that saw the hole" alone
-would be unsound.
-
-A long-open transaction only delays delivery; a rolled-back one settles as soon
-as it ends. The state is per process and only ever moves forward.
+Only this store's writers (same database and schema) delay delivery: a rolled-back
+one settles as soon as it ends, a long-open one only delays. An idle transaction
+elsewhere on the server does not. The state is per process and only ever moves
+forward.
 """
 
 from __future__ import annotations
@@ -38,29 +40,32 @@ WINDOW = 10_000
 """How many visible ids above ``W`` one horizon query lists."""
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class PendingHole:
+    """Every id <= ``upto`` is settled once none of ``writers`` (virtual transaction
+    ids) holds the writer lock. Compared by identity: each hole is its own wait."""
+
+    upto: int
+    writers: tuple[str, ...]
+    since: float = field(default_factory=time.monotonic)
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What one horizon query saw, all from one snapshot.
+    """What one horizon query saw.
 
     ``ids`` are the visible ids above ``after`` (the horizon the query was given),
     ascending, at most :data:`WINDOW` of them; ``max_id`` is the largest visible id
-    (None when the log is empty); ``xmin`` the snapshot's oldest running
-    transaction id.
+    (None when the log is empty), both from one snapshot. ``checked`` is the pending
+    hole whose writers the query looked for (None if none was pending), and
+    ``released`` is True when none of them still held the writer lock.
     """
 
     after: int
     ids: tuple[int, ...]
     max_id: int | None
-    xmin: int
-
-
-@dataclass(frozen=True, slots=True)
-class PendingHole:
-    """Every id <= ``upto`` is settled once a snapshot's xmin reaches ``bound``."""
-
-    upto: int
-    bound: int
-    since: float = field(default_factory=time.monotonic)
+    checked: PendingHole | None = None
+    released: bool = False
 
 
 class Horizon:
@@ -78,8 +83,13 @@ class Horizon:
 
     @property
     def waiting(self) -> bool:
-        """True while a hole waits for older transactions to end."""
+        """True while a hole waits for this store's writers to end."""
         return self._pending is not None
+
+    @property
+    def pending(self) -> PendingHole | None:
+        """The hole waiting for its writers, if any."""
+        return self._pending
 
     def recheck_after(self, timeout: float) -> float:
         """How long a reader may wait before looking at a pending hole again: 10 ms
@@ -92,15 +102,15 @@ class Horizon:
 
     def observe(self, seen: Observation) -> int | None:
         """Fold in an observation. When ids up to the largest visible one are not all
-        settled and nothing is pending, return that id: the caller then fetches a
-        fresh transaction id and calls :meth:`add_hole`. Else return None.
+        settled and nothing is pending, return that id: the caller then lists the
+        writer lock's holders and calls :meth:`add_hole`. Else return None.
 
         Also taken when the window was full without a hole, so that a process
         starting on a long log jumps to its end instead of walking all of it.
         """
         with self._lock:
             pending = self._pending
-            if pending is not None and seen.xmin >= pending.bound:
+            if pending is not None and seen.checked is pending and seen.released:
                 self._advance(pending.upto)
             if seen.after <= self._settled:
                 self._advance(self._contiguous_end(seen))
@@ -108,11 +118,14 @@ class Horizon:
                 return None
             return seen.max_id
 
-    def add_hole(self, upto: int, bound: int) -> None:
-        """Record that ids <= ``upto`` settle once a snapshot's xmin reaches ``bound``."""
+    def add_hole(self, upto: int, writers: tuple[str, ...]) -> None:
+        """Record that ids <= ``upto`` settle once none of ``writers`` (listed after
+        the snapshot that saw the hole) holds the writer lock; at once if none does."""
         with self._lock:
-            if self._pending is None and upto > self._settled:
-                self._pending = PendingHole(upto, bound)
+            if not writers:
+                self._advance(upto)
+            elif self._pending is None and upto > self._settled:
+                self._pending = PendingHole(upto, writers)
 
     def _contiguous_end(self, seen: Observation) -> int:
         """The end of the run of consecutive ids right after the settled horizon."""
