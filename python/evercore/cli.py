@@ -1,7 +1,7 @@
 """The ``evercore`` command line.
 
-Subcommands: ``backends``, ``migrate URI``, ``info URI``, ``bench [URI ...]`` and,
-when installed, ``tail URI``. Run ``evercore COMMAND --help`` for each one.
+Subcommands: ``backends``, ``migrate URI``, ``info URI``, ``bench [URI ...]`` and
+``tail URI`` (from :mod:`evercore.cli_tail`). Run ``evercore COMMAND --help`` for each.
 
 Exit codes, for scripts:
 
@@ -18,7 +18,6 @@ Passwords in URIs never appear in the output: every URI is shown redacted.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import json
 import os
@@ -568,12 +567,9 @@ def _require_matplotlib(path: str) -> None:
 
 
 def _add_tail(commands: Any, common: argparse.ArgumentParser) -> None:
-    # ``tail`` lives in its own module (the subscriptions side owns it); a build
-    # without that module simply has no ``tail`` command.
-    if importlib.util.find_spec("evercore.cli_tail") is None:
-        return
-    cli_tail = importlib.import_module("evercore.cli_tail")
-    tail: argparse.ArgumentParser = cli_tail.add_tail_parser(commands, parents=[common])
+    from evercore import cli_tail  # the subscriptions side owns ``tail``
+
+    tail = cli_tail.add_tail_parser(commands, parents=[common])
     tail.epilog = tail.epilog or _EXIT_CODES_HELP
 
 
