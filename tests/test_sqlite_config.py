@@ -272,3 +272,13 @@ def test_split_statements_keeps_triggers_and_strings_whole() -> None:
 def test_shipped_migrations_are_numbered_from_one() -> None:
     assert [m.version for m in _schema.migrations()] == [1]
     assert _schema.migrations()[0].name == "0001_initial.sql"
+
+
+def test_malformed_uri_error_hides_the_password() -> None:
+    from evercore.engines.sqlite.engine import open_sqlite_engine
+    from evercore.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as raised:
+        open_sqlite_engine("sqlite://user:sup3rsecret@host/x.db")
+    assert "sup3rsecret" not in str(raised.value)
+    assert "***" in str(raised.value)

@@ -44,6 +44,7 @@ from evercore.errors import (
     StorageEngineError,
     SubscriptionLeaseLost,
 )
+from evercore.registry import redact_uri
 from evercore.spi import MAX_KEY_LENGTH, StoreCounts, Transaction, validate_natural_key
 from evercore.values import (
     START_BEGINNING,
@@ -65,7 +66,7 @@ def open_memory_engine(uri: str, **options: Any) -> MemoryStorageEngine:
     if options:
         raise ConfigurationError(f"memory:// takes no options; got {', '.join(sorted(options))}")
     if uri.rstrip("/") not in ("memory:", "memory:/"):
-        raise ConfigurationError(f"the memory engine's URI is 'memory://', got {uri!r}")
+        raise ConfigurationError(f"the memory engine's URI is 'memory://', got {redact_uri(uri)!r}")
     return MemoryStorageEngine()
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from evercore.errors import ConfigurationError
+from evercore.registry import redact_uri
 
 SCHEME_PREFIX = "sqlite://"
 MEMORY = ":memory:"
@@ -59,7 +60,7 @@ def parse_config(uri: str, options: Mapping[str, Any]) -> SqliteConfig:
     """
     if not isinstance(uri, str) or not uri.lower().startswith(SCHEME_PREFIX):
         raise ConfigurationError(
-            f"not a SQLite URI: {uri!r}; expected sqlite:///relative.db, "
+            f"not a SQLite URI: {redact_uri(uri)!r}; expected sqlite:///relative.db, "
             "sqlite:////absolute/path.db or sqlite://:memory:"
         )
     rest, _, query = uri[len(SCHEME_PREFIX) :].partition("?")
@@ -68,7 +69,7 @@ def parse_config(uri: str, options: Mapping[str, Any]) -> SqliteConfig:
     unknown = sorted(set(merged) - set(_PARSERS))
     if unknown:
         raise ConfigurationError(
-            f"unknown SQLite option {unknown[0]!r} in {uri!r}; "
+            f"unknown SQLite option {unknown[0]!r} in {redact_uri(uri)!r}; "
             f"known options: {', '.join(sorted(_PARSERS))}"
         )
     values: dict[str, Any] = {name: _PARSERS[name](name, value) for name, value in merged.items()}
@@ -84,7 +85,7 @@ def _parse_path(uri: str, rest: str) -> str | None:
         return None
     if not rest.startswith("/") or rest == "/":
         raise ConfigurationError(
-            f"malformed SQLite URI {uri!r}: expected sqlite:///relative.db, "
+            f"malformed SQLite URI {redact_uri(uri)!r}: expected sqlite:///relative.db, "
             "sqlite:////absolute/path.db or sqlite://:memory: (no host part)"
         )
     # "sqlite:///x.db" -> "x.db" and "sqlite:////abs/x.db" -> "/abs/x.db".
