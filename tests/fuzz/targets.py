@@ -6,7 +6,7 @@ pure-Python twins) and every decoder. Run one with::
 Allowed outcomes are a result or an ``evercore.errors.EvercoreError``; besides that only
 the exceptions a contract names are accepted (see :data:`DIGIT_LIMIT`, the ``ValueError``
 of the column kernels for unequal columns or a negative ``start``, and the known bug
-:data:`FOREIGN_DUMPER`). Any other exception, a Rust panic
+:data:`FOREIGN_DUMPER` and :data:`DATE_OVERFLOW`). Any other exception, a Rust panic
 (``pyo3_runtime.PanicException``, a ``BaseException``), a crash or a hang is a failure.
 
 atheris instruments the Python code of ``evercore`` (the twins, the facade, the
@@ -55,33 +55,45 @@ refuses a field value (``model_dump`` raising ``PydanticSerializationError``,
 that exception instead of raising ``SerializationError``. Tolerated, for payloads
 holding such a model only, until the kernels wrap it."""
 
+DATE_OVERFLOW = "date value out of range"
+"""KNOWN BUG (reported on issue 9): ``dumps`` of an aware datetime whose UTC conversion
+leaves datetime's range (year 1 at a positive offset, year 9999 at a negative one)
+raises ``OverflowError`` from both twins instead of ``SerializationError``."""
+
 Outcome = tuple[str, object]
 
 
 def outcome(
     call: Callable[[], object], value_error_allowed: bool = False, foreign_models: bool = False
 ) -> Outcome:
-    """What ``call`` did: its result, or the type and message of an allowed error.
-
-    ``value_error_allowed``: the kernel's contract names a ``ValueError`` for these
-    arguments (columns of different lengths, a negative ``start``). ``foreign_models``: the payloads
-    hold a pydantic model or msgspec Struct (see :data:`FOREIGN_DUMPER`)."""
+    """What ``call`` did: its result, the type and message of an evercore error, or the
+    label of an accepted exception (see :func:`accepted`)."""
     try:
         return "result", call()
     except EvercoreError as error:
         return type(error).__name__, str(error)
-    except ValueError as error:
-        if DIGIT_LIMIT in str(error):
-            return DIGIT_LIMIT, ""
-        if value_error_allowed:
-            return "ValueError", str(error).split(":")[0]
-        if not foreign_models:
+    except Exception as error:
+        label = accepted(error, value_error_allowed, foreign_models)
+        if label is None:
             raise
-        return FOREIGN_DUMPER, type(error).__name__
-    except (TypeError, RecursionError) as error:
-        if not foreign_models:
-            raise
-        return FOREIGN_DUMPER, type(error).__name__
+        return label, type(error).__name__
+
+
+def accepted(error: Exception, value_error_allowed: bool, foreign_models: bool) -> str | None:
+    """The label of an exception outside ``evercore.errors`` that is accepted, else None.
+
+    ``value_error_allowed``: the kernel's contract names a ``ValueError`` for these
+    arguments (columns of different lengths, a negative ``start``). ``foreign_models``:
+    the payloads hold a pydantic model or msgspec Struct (see :data:`FOREIGN_DUMPER`)."""
+    if isinstance(error, ValueError) and DIGIT_LIMIT in str(error):
+        return DIGIT_LIMIT
+    if isinstance(error, ValueError) and value_error_allowed:
+        return "ValueError"
+    if isinstance(error, OverflowError) and DATE_OVERFLOW in str(error):
+        return DATE_OVERFLOW
+    if foreign_models and isinstance(error, (ValueError, TypeError, RecursionError)):
+        return FOREIGN_DUMPER
+    return None
 
 
 def same(kernel: Outcome, twin: Outcome, what: str) -> None:
