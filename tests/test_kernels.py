@@ -351,14 +351,37 @@ def test_cycles_and_very_deep_input_raise_instead_of_crashing() -> None:
             _core.dumps(payload, "E")
 
 
-def test_callback_errors_propagate_unchanged() -> None:
+def test_a_failing_model_dump_is_a_serialization_error_with_its_cause() -> None:
     class Exploding(pydantic.BaseModel):
         def model_dump(self, **kwargs: Any) -> dict[str, Any]:
             raise KeyError("from model_dump")
 
+    messages = []
     for kernel in (_core.dumps, _pure.dumps):
-        with pytest.raises(KeyError, match="from model_dump"):
+        with pytest.raises(SerializationError, match=r"'E': field \$\.x could not") as raised:
             kernel({"x": Exploding()}, "E")
+        assert isinstance(raised.value.__cause__, KeyError)
+        messages.append(str(raised.value))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
+        datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+        [10**4300],
+    ],
+    ids=["datetime-below-utc-range", "datetime-above-utc-range", "int-over-digit-limit"],
+)
+def test_values_whose_conversion_fails_are_serialization_errors(payload: object) -> None:
+    """Found by the atheris fuzzer: these leaked OverflowError / ValueError before."""
+    outcomes = []
+    for kernel in (_core.dumps, _pure.dumps):
+        with pytest.raises(SerializationError, match="could not be serialized") as raised:
+            kernel(payload, "T")
+        outcomes.append((str(raised.value), type(raised.value.__cause__)))
+    assert outcomes[0] == outcomes[1]
 
 
 def test_dict_mutated_during_serialization_is_an_error_not_a_crash() -> None:

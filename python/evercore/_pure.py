@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -189,7 +190,7 @@ def to_json_value(value: Any, event_type: str, path: str, depth: int = 0) -> Any
             )
         return value
     if isinstance(value, int):
-        return int(value)
+        return _checked_int(int(value), event_type, path)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise SerializationError(
@@ -198,7 +199,10 @@ def to_json_value(value: Any, event_type: str, path: str, depth: int = 0) -> Any
             )
         return float(value)
     if isinstance(value, datetime):
-        return format_datetime(value)
+        try:
+            return format_datetime(value)
+        except Exception as exc:  # e.g. OverflowError: out of range once in UTC
+            raise _failed(event_type, path, exc) from exc
     if isinstance(value, (date, time)):
         return value.isoformat()
     if isinstance(value, (UUID, Decimal)):
@@ -217,7 +221,10 @@ def to_json_value(value: Any, event_type: str, path: str, depth: int = 0) -> Any
             f.name: to_json_value(getattr(value, f.name), event_type, f"{path}.{f.name}", depth + 1)
             for f in dataclasses.fields(value)
         }
-    dumped = _foreign_model_dump(value)
+    try:
+        dumped = _foreign_model_dump(value)
+    except Exception as exc:  # the model's own dumper refused a value
+        raise _failed(event_type, path, exc) from exc
     if dumped is not None:
         return to_json_value(dumped, event_type, path, depth + 1)
     raise SerializationError(
@@ -255,6 +262,27 @@ def _is_utf8_encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _failed(event_type: str, path: str, exc: BaseException) -> SerializationError:
+    """A value whose own conversion raised (a model's dumper, a datetime's shift to UTC,
+    an int beyond Python's digit limit): named like every other serialization error."""
+    return SerializationError(
+        f"event {event_type!r}: field {path} could not be serialized "
+        f"({type(exc).__name__}: {exc})"
+    )
+
+
+def _checked_int(value: int, event_type: str, path: str) -> int:
+    """``value``, once it is known to convert to text (CPython refuses ints longer than
+    ``sys.get_int_max_str_digits()`` digits; the bit-length test keeps this cheap)."""
+    limit = sys.get_int_max_str_digits()
+    if limit and value.bit_length() > 3 * limit:
+        try:
+            str(value)
+        except ValueError as exc:
+            raise _failed(event_type, path, exc) from exc
+    return value
 
 
 def _foreign_model_dump(value: Any) -> Any | None:

@@ -94,7 +94,6 @@ class Values:
     def __init__(self, data: bytes, budget: int = 40) -> None:
         self.fdp = atheris.FuzzedDataProvider(data)
         self.budget = budget
-        self.foreign_models = False
         """True once a payload holds a pydantic model or a msgspec Struct."""
 
     # --------------------------------------------------------------- scalars --
@@ -200,7 +199,6 @@ class Values:
 
     def foreign(self, cls: type[Model] | type[Struct]) -> object:
         """A pydantic model or msgspec Struct holding any payload."""
-        self.foreign_models = True
         return cls(value=self.payload())
 
     def deep(self) -> object:

@@ -4,9 +4,9 @@ pure-Python twins) and every decoder. Run one with::
     python -m tests.fuzz.targets TARGET [libFuzzer flags, e.g. -max_total_time=10]
 
 Allowed outcomes are a result or an ``evercore.errors.EvercoreError``; besides that only
-the exceptions a contract names are accepted (see :data:`DIGIT_LIMIT`, the ``ValueError``
-of the column kernels for unequal columns or a negative ``start``, and the known bug
-:data:`FOREIGN_DUMPER` and :data:`DATE_OVERFLOW`). Any other exception, a Rust panic
+the exceptions a contract names are accepted (see :data:`DIGIT_LIMIT` and the
+``ValueError`` of the column kernels for unequal columns or a negative ``start``).
+Any other exception, a Rust panic
 (``pyo3_runtime.PanicException``, a ``BaseException``), a crash or a hang is a failure.
 
 atheris instruments the Python code of ``evercore`` (the twins, the facade, the
@@ -47,25 +47,10 @@ int, like ``json.dumps`` does, as the limit is a process-wide setting of the cal
 When a payload also holds another fault, which of the two is reported first differs:
 the Rust kernel formats each int as it meets it, the twin only at the end."""
 
-FOREIGN_DUMPER = "foreign dumper"
-"""KNOWN BUG (reported on issue 9): a pydantic model or msgspec Struct whose own dumper
-refuses a field value (``model_dump`` raising ``PydanticSerializationError``,
-``UnicodeDecodeError`` or, on a cycle, ``ValueError``; ``to_builtins`` raising
-``TypeError`` or, on a cycle, ``RecursionError``) makes both twins of ``dumps`` leak
-that exception instead of raising ``SerializationError``. Tolerated, for payloads
-holding such a model only, until the kernels wrap it."""
-
-DATE_OVERFLOW = "date value out of range"
-"""KNOWN BUG (reported on issue 9): ``dumps`` of an aware datetime whose UTC conversion
-leaves datetime's range (year 1 at a positive offset, year 9999 at a negative one)
-raises ``OverflowError`` from both twins instead of ``SerializationError``."""
-
 Outcome = tuple[str, object]
 
 
-def outcome(
-    call: Callable[[], object], value_error_allowed: bool = False, foreign_models: bool = False
-) -> Outcome:
+def outcome(call: Callable[[], object], value_error_allowed: bool = False) -> Outcome:
     """What ``call`` did: its result, the type and message of an evercore error, or the
     label of an accepted exception (see :func:`accepted`)."""
     try:
@@ -73,26 +58,21 @@ def outcome(
     except EvercoreError as error:
         return type(error).__name__, str(error)
     except Exception as error:
-        label = accepted(error, value_error_allowed, foreign_models)
+        label = accepted(error, value_error_allowed)
         if label is None:
             raise
         return label, type(error).__name__
 
 
-def accepted(error: Exception, value_error_allowed: bool, foreign_models: bool) -> str | None:
+def accepted(error: Exception, value_error_allowed: bool) -> str | None:
     """The label of an exception outside ``evercore.errors`` that is accepted, else None.
 
     ``value_error_allowed``: the kernel's contract names a ``ValueError`` for these
-    arguments (columns of different lengths, a negative ``start``). ``foreign_models``:
-    the payloads hold a pydantic model or msgspec Struct (see :data:`FOREIGN_DUMPER`)."""
+    arguments (columns of different lengths, a negative ``start``)."""
     if isinstance(error, ValueError) and DIGIT_LIMIT in str(error):
         return DIGIT_LIMIT
     if isinstance(error, ValueError) and value_error_allowed:
         return "ValueError"
-    if isinstance(error, OverflowError) and DATE_OVERFLOW in str(error):
-        return DATE_OVERFLOW
-    if foreign_models and isinstance(error, (ValueError, TypeError, RecursionError)):
-        return FOREIGN_DUMPER
     return None
 
 
@@ -112,10 +92,9 @@ def fuzz_dumps(data: bytes) -> None:
     """``dumps`` of any payload."""
     values = Values(data)
     payload, event_type = values.payload(), values.text()
-    foreign = values.foreign_models
     same(
-        outcome(lambda: _kernels.dumps(payload, event_type), foreign_models=foreign),
-        outcome(lambda: _pure.dumps(payload, event_type), foreign_models=foreign),
+        outcome(lambda: _kernels.dumps(payload, event_type)),
+        outcome(lambda: _pure.dumps(payload, event_type)),
         "dumps",
     )
 
@@ -128,10 +107,10 @@ def fuzz_serialize(data: bytes) -> None:
         values.text() if values.fdp.ConsumeBool() else values.payload() for _ in range(count)
     ]
     types_ = [values.text(4) for _ in range(count + values.small_int(0, 1))]
-    differ, foreign = len(types_) != count, values.foreign_models
+    differ = len(types_) != count
     same(
-        outcome(lambda: _kernels.serialize_payloads(payloads, types_), differ, foreign),
-        outcome(lambda: _pure.serialize_payloads(payloads, types_), differ, foreign),
+        outcome(lambda: _kernels.serialize_payloads(payloads, types_), differ),
+        outcome(lambda: _pure.serialize_payloads(payloads, types_), differ),
         "serialize_payloads",
     )
     columns = (
@@ -144,8 +123,8 @@ def fuzz_serialize(data: bytes) -> None:
         {name: values.integer() for name in types_},
     )
     same(
-        outcome(lambda: _kernels.encode_events(*columns), foreign_models=foreign),
-        outcome(lambda: _pure.encode_events(*columns), foreign_models=foreign),
+        outcome(lambda: _kernels.encode_events(*columns)),
+        outcome(lambda: _pure.encode_events(*columns)),
         "encode_events",
     )
 

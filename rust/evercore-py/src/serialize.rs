@@ -33,6 +33,9 @@ enum Problem<'py> {
     Surrogate,
     Unsupported(Bound<'py, PyAny>),
     TooDeep,
+    /// The value's own conversion raised (a model's dumper, a datetime's shift to
+    /// UTC, an int beyond Python's digit limit); chained as the cause.
+    Failed(PyErr),
 }
 
 /// A failed walk: a Python exception to propagate unchanged (from a model's
@@ -61,6 +64,11 @@ type Walk<'py> = Result<(), Fault<'py>>;
 
 fn bad<'py>(problem: Problem<'py>) -> Walk<'py> {
     Err(Fault::Bad(problem, Vec::new()))
+}
+
+/// Any Python exception from `result` becomes [`Problem::Failed`] at this value.
+fn failed<'py, T>(result: PyResult<T>) -> Result<T, Fault<'py>> {
+    result.map_err(|error| Fault::Bad(Problem::Failed(error), Vec::new()))
 }
 
 /// How the twin treats the values of a class that is not an exact built-in type,
@@ -184,11 +192,12 @@ impl<'py> Serializer<'py> {
             Kind::ModelDump => {
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("mode", "json")?;
-                let dumped = obj.call_method(intern!(py, "model_dump"), (), Some(&kwargs))?;
+                let dumped = failed(obj.call_method(intern!(py, "model_dump"), (), Some(&kwargs)))?;
                 self.dumped(obj, dumped, depth)
             }
             Kind::Msgspec => {
-                let dumped = py.import("msgspec")?.getattr("to_builtins")?.call1((obj,))?;
+                let to_builtins = py.import("msgspec")?.getattr("to_builtins")?;
+                let dumped = failed(to_builtins.call1((obj,)))?;
                 self.dumped(obj, dumped, depth)
             }
         }
@@ -284,7 +293,7 @@ impl<'py> Serializer<'py> {
     fn int(&mut self, obj: &Bound<'py, PyAny>) -> Walk<'py> {
         match obj.extract::<i64>() {
             Ok(value) => json::write_i64(&mut self.out, value),
-            Err(_) => self.out.extend_from_slice(obj.repr()?.to_str()?.as_bytes()),
+            Err(_) => self.out.extend_from_slice(failed(obj.repr())?.to_str()?.as_bytes()),
         }
         Ok(())
     }
@@ -454,11 +463,8 @@ impl<'py> Serializer<'py> {
         if !value.getattr(intern!(py, "tzinfo"))?.is_none() {
             let kwargs = PyDict::new(py);
             kwargs.set_item("tzinfo", py.None())?;
-            value = value.call_method1(intern!(py, "astimezone"), (self.refs.utc.bind(py),))?.call_method(
-                intern!(py, "replace"),
-                (),
-                Some(&kwargs),
-            )?;
+            let utc = failed(value.call_method1(intern!(py, "astimezone"), (self.refs.utc.bind(py),)))?;
+            value = utc.call_method(intern!(py, "replace"), (), Some(&kwargs))?;
         }
         let text = value.call_method0(intern!(py, "isoformat"))?;
         let text = text.cast::<PyString>().map_err(PyErr::from)?.to_str()?;
@@ -469,8 +475,16 @@ impl<'py> Serializer<'py> {
     }
 
     fn error(&self, event_type: &Bound<'py, PyAny>, problem: Problem<'py>, steps: Vec<Step<'py>>) -> PyErr {
+        let cause = match &problem {
+            Problem::Failed(error) => Some(error.clone_ref(self.py)),
+            _ => None,
+        };
         match self.message(event_type, problem, steps) {
-            Ok(message) => self.refs.serialization_error(self.py, message),
+            Ok(message) => {
+                let error = self.refs.serialization_error(self.py, message);
+                error.set_cause(self.py, cause);
+                error
+            }
             Err(error) => error,
         }
     }
@@ -513,6 +527,14 @@ impl<'py> Serializer<'py> {
                 format!("{head} has a value of type {} that cannot be serialized to JSON", type_name(&value)?)
             }
             Problem::TooDeep => format!("{head} is nested more than {MAX_NESTING} levels deep"),
+            Problem::Failed(error) => {
+                let value = error.value(self.py);
+                format!(
+                    "{head} could not be serialized ({}: {})",
+                    value.get_type().name()?.to_string_lossy(),
+                    value.str()?.to_string_lossy()
+                )
+            }
         })
     }
 }
