@@ -62,7 +62,9 @@ class TypeIds:
 
     def aggregate_type_id(self, tx: Transaction | None, name: str) -> int:
         """The id of aggregate type ``name``, registering it in ``tx`` if it is new."""
-        found = self._cache.aggregate_types.get(name) or self._new_aggregate_types.get(name)
+        found = self._cache.aggregate_types.get(name)
+        if found is None:
+            found = self._new_aggregate_types.get(name)
         if found is None:
             found = self._engine.get_aggregate_type_id(tx, name)
             self._new_aggregate_types[name] = found
@@ -73,7 +75,9 @@ class TypeIds:
         known = self._cache.event_types
         result: dict[str, int] = {}
         for name in names:
-            found = known.get(name) or self._new_event_types.get(name)
+            found = known.get(name)
+            if found is None:
+                found = self._new_event_types.get(name)
             if found is None:
                 found = self._engine.get_event_type_id(tx, name)
                 self._new_event_types[name] = found
