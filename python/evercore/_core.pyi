@@ -8,7 +8,7 @@ with the same signature, results and exceptions; import them through
 from collections.abc import Mapping, Sequence, Set
 from datetime import datetime
 
-from evercore.values import StorageEngineEvent
+from evercore.values import SerializedEvent, StorageEngineEvent
 
 __version__: str
 """Version of the Rust kernels."""
@@ -78,3 +78,24 @@ def filter_events(
     """Ascending positions ``i >= start`` (at most ``limit``) of a columnar log
     where every criterion that is not None matches (``event_type_ids[i] in
     event_type_filter``); a negative ``start`` is a ``ValueError``."""
+
+def fold_state_fields(
+    events: Sequence[SerializedEvent],
+    plans: Mapping[str, int],
+    kinds: Sequence[bytes],
+    defaults: Sequence[Sequence[object]],
+    fields: Sequence[str],
+) -> dict[str, object] | None:
+    """Per field, the value of the last event that gave it one: what copying each
+    decoded payload's non-None fields onto a state, event after event, leaves there
+    (the fold of a ``StateAggregate``), found by scanning each event's JSON once and
+    parsing only the winning values with ``json.loads``.
+
+    ``plans[event.event_type]`` numbers the event's payload class (an unknown type is
+    a ``KeyError``); ``kinds[plan][i]`` says how that class treats ``fields[i]`` (the
+    ``FIELD_*`` codes of :mod:`evercore._pure`) and ``defaults[plan][i]`` is its
+    default. Returns None (declined: decode event by event) when a state is not JSON
+    that ``json.loads`` accepts, is not an object, nests deeper than
+    :data:`MAX_NESTING`, holds a number longer than 600 characters, lacks a required
+    field, or is not a ``str`` encodable as UTF-8.
+    """

@@ -20,6 +20,7 @@ if PURE_PYTHON:
         encode_copy_rows,
         encode_events,
         filter_events,
+        fold_state_fields,
         serialize_payloads,
         validate_sequences,
     )
@@ -30,6 +31,7 @@ else:
             encode_copy_rows,
             encode_events,
             filter_events,
+        fold_state_fields,
             serialize_payloads,
             validate_sequences,
         )
@@ -46,6 +48,7 @@ __all__ = [
     "encode_copy_rows",
     "encode_events",
     "filter_events",
+    "fold_state_fields",
     "serialize_payloads",
     "validate_sequences",
 ]

@@ -359,3 +359,93 @@ def _pg_timestamp(value: datetime, where: str) -> bytes:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return struct.pack(">q", (value - _PG_EPOCH) // _ONE_MICROSECOND)
+
+
+# -- rehydration: the field-by-field fold -------------------------------------------------
+
+FIELD_IGNORED, FIELD_COPIED, FIELD_COPIED_WITH_DEFAULT, FIELD_REQUIRED = 0, 1, 2, 3
+"""How a payload class treats a tracked field (one byte per field in a plan's kinds):
+not one of its fields; required and copied; copied, its default when absent; required
+but not copied (the state lacks it)."""
+
+MAX_NUMBER_LENGTH = 600
+"""Longest number literal the fold reads (CPython may refuse ints of 640+ digits)."""
+
+
+class _Declined(Exception):
+    """The fold gives up on these events: the caller decodes them one by one."""
+
+
+def _bounded_number(parse: Any) -> Any:
+    def parse_bounded(token: str) -> Any:
+        if len(token) > MAX_NUMBER_LENGTH:
+            raise _Declined
+        return parse(token)
+
+    return parse_bounded
+
+
+_fold_decoder = json.JSONDecoder(parse_int=_bounded_number(int), parse_float=_bounded_number(float))
+
+
+def _too_deep(value: Any, level: int) -> bool:
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    return level > MAX_NESTING or any(_too_deep(child, level + 1) for child in children)
+
+
+def fold_state_fields(
+    events: Sequence[Any],
+    plans: Mapping[str, int],
+    kinds: Sequence[bytes],
+    defaults: Sequence[Sequence[object]],
+    fields: Sequence[str],
+) -> dict[str, object] | None:
+    """Per field, the value of the last event that gave it one: what copying each
+    decoded payload's non-None fields onto a state, event after event, leaves there.
+
+    ``plans[event.event_type]`` numbers the event's payload class; ``kinds[plan][i]``
+    says how that class treats ``fields[i]`` (``FIELD_*``) and ``defaults[plan][i]``
+    is its default. Returns the changes, or None (declined) when a state is not
+    JSON that ``json.loads`` accepts, is not an object, nests deeper than
+    :data:`MAX_NESTING`, holds a number longer than :data:`MAX_NUMBER_LENGTH`, lacks
+    a required field, or is not an encodable ``str``. An unknown event type is a
+    ``KeyError``.
+    """
+    if len(kinds) != len(defaults):
+        raise ValueError("fold_state_fields: kinds and defaults differ in length")
+    widths = {len(fields)} | {len(k) for k in kinds} | {len(d) for d in defaults}
+    if len(widths) > 1:
+        raise ValueError("fold_state_fields: a plan does not cover every field")
+    for code in (code for plan in kinds for code in plan if code > FIELD_REQUIRED):
+        raise ValueError(f"unknown field kind {code}")
+    changes: dict[str, object] = {}
+    for event in events:
+        plan = plans[event.event_type]
+        if plan >= len(kinds):
+            raise ValueError(f"no plan {plan}")
+        state = event.state
+        if not isinstance(state, str) or not _is_utf8_encodable(state):
+            return None
+        try:
+            document = _fold_decoder.decode(state)
+        except (ValueError, RecursionError, _Declined):
+            return None
+        if not isinstance(document, dict) or _too_deep(document, 1):
+            return None
+        for name, kind, default in zip(fields, kinds[plan], defaults[plan], strict=True):
+            if kind == FIELD_IGNORED:
+                continue
+            if name not in document:
+                if kind != FIELD_COPIED_WITH_DEFAULT:
+                    return None
+                value: object = default
+            else:
+                value = document[name]
+            if kind != FIELD_REQUIRED and value is not None:
+                changes[name] = value
+    return {name: changes[name] for name in fields if name in changes}  # in field order

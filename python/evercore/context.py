@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from evercore._fold import fold_into
 from evercore.aggregate import Aggregate, StateAggregate, copy_fields
 from evercore.errors import InvalidEventError
 from evercore.events import (
@@ -95,7 +96,15 @@ def _fold_state_events(agg: StateAggregate[object], events: Sequence[SerializedE
     """Rebuild a ``StateAggregate`` whose ``apply_event_state`` is not overridden: state
     events are decoded straight into their payload and copied onto the state, the
     same outcome as ``apply_event_state(StateEvent(payload))`` without the wrapper.
-    Rehydration runs this once per stored event."""
+    The fold kernel does the whole run at once when the classes qualify (see
+    :mod:`evercore._fold`); otherwise each event is decoded and copied in turn."""
+    if not fold_into(agg, events):
+        _fold_one_by_one(agg, events)
+
+
+def _fold_one_by_one(agg: StateAggregate[object], events: Sequence[SerializedEvent]) -> None:
+    """:func:`_fold_state_events` event by event: rehydration runs this once per stored
+    event when the fold kernel does not apply."""
     decoders: dict[str, Callable[[str], object] | None] = {}
     for ev in events:
         event_type = ev.event_type

@@ -84,6 +84,7 @@ _state_event_classes: dict[str, type] = {}
 _state_event_names: dict[type, str] = {}
 _decoders: list[EventDecoder] = []
 _EVENT_NAME_ATTR = "__evercore_event_type__"
+_generation = 0  # bumped on every registration: lets callers cache what they derive from it
 
 
 def event_type_name(cls: type) -> str:
@@ -93,7 +94,9 @@ def event_type_name(cls: type) -> str:
 
 
 def _register(registry: dict[str, type], cls: type, name: str) -> None:
+    global _generation
     with _lock:
+        _generation += 1
         other = _event_classes.get(name) or _state_event_classes.get(name)
         if other is not None and other.__qualname__ != cls.__qualname__:
             raise ValueError(
@@ -151,7 +154,9 @@ def state_event_name(cls: type) -> str | None:
 def register_event_decoder(*decoders: EventDecoder) -> None:
     """Add decoders tried (in order, before the decorated classes) by :func:`decode_event`
     (Go ``RegisterEventDecoder``). A decoder returns None for types it does not know."""
+    global _generation
     with _lock:
+        _generation += 1
         _decoders.extend(decoders)
 
 
@@ -185,10 +190,22 @@ def state_payload_decoder(event_type: str) -> Callable[[str], object] | None:
     """For hot loops: a function decoding the stored state of a ``@state_event`` type
     straight into its payload (``DecodeError`` on bad text), or None when the type is
     not a state event or custom decoders are registered (they take precedence)."""
-    payload_class = _state_event_classes.get(event_type)
-    if payload_class is None or _decoders:
+    payload_class = state_payload_class(event_type)
+    if payload_class is None:
         return None
     return functools.partial(decode_json_as, payload_class, what=event_type)
+
+
+def registry_generation() -> int:
+    """A number that changes whenever an event class or decoder is registered."""
+    return _generation
+
+
+def state_payload_class(event_type: str) -> type | None:
+    """The ``@state_event`` class stored events of ``event_type`` decode into, or None
+    when the type is not a state event or custom decoders are registered (they take
+    precedence, so the class alone does not say how the events decode)."""
+    return None if _decoders else _state_event_classes.get(event_type)
 
 
 def decode_json_as(cls: type[T], text: str, what: str) -> T:
@@ -253,8 +270,10 @@ __all__ = [
     "event",
     "event_type_name",
     "register_event_decoder",
+    "registry_generation",
     "state_event",
     "state_event_name",
+    "state_payload_class",
     "state_payload_decoder",
     "text_decoder_for",
 ]

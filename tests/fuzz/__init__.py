@@ -10,6 +10,7 @@ TARGET_NAMES = (
     "sequences",
     "copy_rows",
     "filter",
+    "fold",
     "decode_event",
     "decode_json_as",
 )

@@ -16,6 +16,7 @@ its coverage is steered through the pure twin it is compared with.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -191,6 +192,32 @@ def fuzz_filter(data: bytes) -> None:
     )
 
 
+FOLD_FIELDS = ("name", "amount", "memo", "value", "a")
+
+
+def fuzz_fold(data: bytes) -> None:
+    """``fold_state_fields`` of events with any state under any plans."""
+    values = Values(data, budget=60)
+    plan_count = values.small_int(1, 3)
+    kinds = [
+        bytes(values.small_int(0, 3) for _ in FOLD_FIELDS) for _ in range(plan_count)
+    ]
+    defaults = [[values.pick((None, "", 0, "x")) for _ in FOLD_FIELDS] for _ in kinds]
+    events = [
+        SerializedEvent(n, 1, f"T{values.small_int(0, plan_count - 1)}",
+                        values.json_text(FOLD_FIELDS), n, "", datetime.now(timezone.utc))
+        for n in range(values.small_int(0, 4))
+    ]  # fmt: skip
+    plans = {f"T{n}": n for n in range(plan_count)}
+    fields = list(FOLD_FIELDS)
+
+    def folded(kernel: Callable[..., dict[str, object] | None]) -> Outcome:
+        # json.dumps: NaN does not equal itself, its text does
+        return outcome(lambda: json.dumps(kernel(events, plans, kinds, defaults, fields)))
+
+    same(folded(_kernels.fold_state_fields), folded(_pure.fold_state_fields), "fold_state_fields")
+
+
 # ---------------------------------------------------------------- decoders --
 class Shade(Enum):
     """An Enum field of a typed payload."""
@@ -318,6 +345,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "sequences": fuzz_sequences,
     "copy_rows": fuzz_copy_rows,
     "filter": fuzz_filter,
+    "fold": fuzz_fold,
     "decode_event": fuzz_decode_event,
     "decode_json_as": fuzz_decode_json_as,
 }

@@ -3,10 +3,12 @@
 //! The binding crate `evercore-py` walks Python objects and calls into these
 //! building blocks: JSON text output that is byte-identical to Python's
 //! `json.dumps(..., ensure_ascii=False, separators=(",", ":"))`, PostgreSQL binary
-//! COPY encoding, the per-aggregate sequence rules and the subscription filter.
+//! COPY encoding, the per-aggregate sequence rules, the subscription filter and the
+//! field-by-field fold of stored JSON events (rehydration).
 
 pub mod copy;
 pub mod filter;
+pub mod fold;
 pub mod json;
 pub mod sequences;
 pub mod time;

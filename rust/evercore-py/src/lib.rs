@@ -10,6 +10,7 @@ mod columns;
 mod copy;
 mod events;
 mod filter;
+mod fold;
 mod ints;
 mod refs;
 mod sequences;
@@ -27,5 +28,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(events::encode_events, m)?)?;
     m.add_function(wrap_pyfunction!(copy::encode_copy_rows, m)?)?;
     m.add_function(wrap_pyfunction!(filter::filter_events, m)?)?;
+    m.add_function(wrap_pyfunction!(fold::fold_state_fields, m)?)?;
     Ok(())
 }
