@@ -278,6 +278,7 @@ def test_info_on_a_store_never_created_says_how_to_create_it(
     assert out == ""
     assert err.startswith("evercore: error: ")
     assert err.rstrip().endswith(f"(if the store is new, create it first: evercore migrate {uri})")
+    assert not (tmp_path / "new.db").exists()  # looking did not create it
 
 
 def test_store_info_uses_stats_when_the_engine_has_them() -> None:

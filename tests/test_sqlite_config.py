@@ -128,6 +128,7 @@ def test_registry_and_connect_open_and_migrate(db_path: Path) -> None:
 def test_pragmas_are_applied(db_path: Path) -> None:
     engine = open_sqlite_engine(_uri(db_path), synchronous="FULL", busy_timeout=1.5)
     try:
+        engine.migrate()  # creates the file
         assert _pragma(engine, "journal_mode") == "wal"
         assert _pragma(engine, "synchronous") == 2  # FULL
         assert _pragma(engine, "busy_timeout") == 1500
@@ -139,6 +140,20 @@ def test_pragmas_are_applied(db_path: Path) -> None:
         assert _pragma(default, "synchronous") == 1  # NORMAL
     finally:
         default.close()
+
+
+def test_opening_a_missing_file_does_not_create_it(db_path: Path) -> None:
+    engine = open_sqlite_engine(_uri(db_path))
+    try:
+        with pytest.raises(StorageEngineError, match="does not exist") as caught:
+            engine.get_max_event_id(None)
+        assert str(db_path) in str(caught.value)
+        assert not db_path.exists()
+        assert engine.migrate() >= 1
+        assert db_path.exists() and engine.get_max_event_id(None) == 0
+        assert _pragma(engine, "journal_mode") == "wal"
+    finally:
+        engine.close()
 
 
 # -- bad files ----------------------------------------------------------------------------

@@ -118,11 +118,13 @@ class ConnectionPool:
     """Idle connections to the database file at ``file_path``, kept for reuse.
 
     Any number may be open at once; at most ``config.pool_size`` idle ones are kept.
+    Until :meth:`allow_create`, a missing file is an error rather than created.
     """
 
-    def __init__(self, config: SqliteConfig, file_path: str) -> None:
+    def __init__(self, config: SqliteConfig, file_path: str, create: bool) -> None:
         self._config = config
         self._file_path = file_path
+        self._create = create
         self._idle: list[sqlite3.Connection] = []
         # Reentrant: the garbage collector may finalise an abandoned transaction
         # (which releases its connection) while this thread holds the lock.
@@ -137,6 +139,15 @@ class ConnectionPool:
             if self._idle:
                 return self._idle.pop()
         return self._connect()
+
+    @property
+    def creates(self) -> bool:
+        """True when a connection may create the database file."""
+        return self._create
+
+    def allow_create(self) -> None:
+        """Let the next connection create the database file if it does not exist."""
+        self._create = True
 
     def release(self, conn: sqlite3.Connection) -> None:
         """Give a connection back (it must not be inside a transaction)."""
@@ -156,6 +167,11 @@ class ConnectionPool:
 
     def _connect(self) -> sqlite3.Connection:
         config = self._config
+        if not self._create and not os.path.exists(self._file_path):
+            raise StorageEngineError(
+                f"SQLite database {config.label} does not exist (opening a store does not "
+                "create it; migrating it does, and evercore.connect migrates)"
+            )
         try:
             conn = sqlite3.connect(
                 self._file_path,

@@ -125,14 +125,18 @@ class SqliteStorageEngine:
             check_path(config.path)
             file_path = config.path
             self._remove_temporary = None
-        self._pool = ConnectionPool(config, file_path)
+        # Opening does not create the file (`evercore info` on a typo must not leave
+        # an empty database behind); migrate() does.
+        exists = os.path.exists(file_path)
+        self._pool = ConnectionPool(config, file_path, create=exists)
         self._events_cond = threading.Condition()
         self._events_generation = 0
         # Event type names by id, as committed: names are never changed or removed,
         # so the map only grows (replaced whole, never mutated, so readers need no lock).
         self._event_type_names: dict[int, str] = {}
         try:
-            self._prepare_file()
+            if exists:
+                self._prepare_file()
         except BaseException:
             self.close()
             raise
@@ -159,7 +163,10 @@ class SqliteStorageEngine:
 
     def migrate(self) -> int:
         """Apply pending schema migrations under the write lock (safe when several
-        processes migrate at once); return the schema version."""
+        processes migrate at once); return the schema version. Creates the file."""
+        if not self._pool.creates:
+            self._pool.allow_create()
+            self._prepare_file()
         with self._using(None, "migrating the schema") as tx:
             return _schema.apply_pending(tx.writer(), self.config.label)
 
