@@ -21,7 +21,8 @@ Workload: 100,000 events with ~150-byte JSON payloads over 1,000 aggregates
   holding the same events. Goal: >= 0.7x of raw ``XRANGE``.
 
 The ratios (raw median / engine median, so higher is better for the engine) are
-printed at the end.
+printed at the end. ``side_by_side(events)`` runs the same workloads once more, the
+contenders interleaved round by round, for ``benches/side_by_side.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -70,27 +72,32 @@ return {'ok'}
 
 @dataclass(frozen=True)
 class Workload:
-    """The events, as (aggregate number 0..999, sequence, type index, time, payload)."""
+    """The events, as (aggregate number 0..999, sequence, type index, time, payload),
+    spread evenly over ``aggregates`` aggregates."""
 
     rows: list[tuple[int, int, int, datetime, str]]
+    aggregates: int = AGGREGATES
 
     def grouped(self) -> Workload:
         """The same events ordered by aggregate: a context of 1,000 events then covers
         10 aggregates with 100 events each (a bulk import) instead of 1,000 with one."""
-        return Workload(sorted(self.rows, key=lambda row: (row[0], row[1])))
+        return Workload(sorted(self.rows, key=lambda row: (row[0], row[1])), self.aggregates)
 
 
-def build_workload() -> Workload:
+def build_workload(events: int = EVENTS) -> Workload:
+    """``events`` events (rounded down to a multiple of the aggregate count) over up to
+    ``AGGREGATES`` aggregates, taking turns."""
+    aggregates = max(1, min(AGGREGATES, events))
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     rows = []
-    for i in range(EVENTS):
+    for i in range(events - events % aggregates):
         moment = start + timedelta(microseconds=37 * i)
         payload = json.dumps({
-            "account": f"account-{i % AGGREGATES:05d}", "amount": i * 0.25, "currency": "EUR",
+            "account": f"account-{i % aggregates:05d}", "amount": i * 0.25, "currency": "EUR",
             "note": "salary for November", "at": moment.isoformat(), "tags": ["payroll"],
         }, separators=(",", ":"))
-        rows.append((i % AGGREGATES, 1 + i // AGGREGATES, i % 7 % 4, moment, payload))
-    return Workload(rows)
+        rows.append((i % aggregates, 1 + i // aggregates, i % 7 % 4, moment, payload))
+    return Workload(rows, aggregates)
 
 
 @pytest.fixture(scope="module")
@@ -248,18 +255,32 @@ class Loaded:
 
     engine: EngineStore
     raw: RawStore
+    workload: Workload
+
+    @property
+    def aggregate_ids(self) -> list[int]:
+        """The engine's ids of the aggregates that hold events."""
+        return self.engine.aggregate_ids[:self.workload.aggregates]
+
+
+@contextmanager
+def loaded_stores(workload: Workload) -> Iterator[Loaded]:
+    """Both stores with the whole workload in them (dropped on exit)."""
+    engine, raw = EngineStore(), RawStore()
+    try:
+        count = len(workload.rows)
+        _ingest_autocommit(workload, CONTEXT, count)(engine)
+        _ingest_raw_xadd(workload, CONTEXT, count)(raw)
+        yield Loaded(engine, raw, workload)
+    finally:
+        engine.drop()
+        raw.drop()
 
 
 @pytest.fixture(scope="module")
 def loaded(workload: Workload) -> Iterator[Loaded]:
-    engine, raw = EngineStore(), RawStore()
-    try:
-        _ingest_autocommit(workload, CONTEXT, EVENTS)(engine)
-        _ingest_raw_xadd(workload, CONTEXT, EVENTS)(raw)
-        yield Loaded(engine, raw)
-    finally:
-        engine.drop()
-        raw.drop()
+    with loaded_stores(workload) as stores:
+        yield stores
 
 
 def _read(benchmark: Any, group: str, row: str, run: Callable[[], int], rounds: int) -> None:
@@ -272,9 +293,11 @@ def _read(benchmark: Any, group: str, row: str, run: Callable[[], int], rounds: 
 def _rehydrate_engine(loaded: Loaded) -> Callable[[], int]:
     engine = loaded.engine.engine
 
+    ids, each = loaded.aggregate_ids, len(loaded.workload.rows) // loaded.workload.aggregates
+
     def run() -> int:
-        read = [engine.get_events_for_aggregate(None, a, 0) for a in loaded.engine.aggregate_ids]
-        assert all(len(events) == EVENTS // AGGREGATES for events in read)
+        read = [engine.get_events_for_aggregate(None, a, 0) for a in ids]
+        assert all(len(events) == each for events in read)
         return len(read)
 
     return run
@@ -282,7 +305,7 @@ def _rehydrate_engine(loaded: Loaded) -> Callable[[], int]:
 
 def _rehydrate_raw(loaded: Loaded) -> Callable[[], int]:
     client = loaded.raw.client
-    keys = [f"{{{loaded.engine.engine.prefix}}}:ev:{a}" for a in loaded.engine.aggregate_ids]
+    keys = [f"{{{loaded.engine.engine.prefix}}}:ev:{a}" for a in loaded.aggregate_ids]
 
     def run() -> int:
         return sum(len(client.lrange(key, 0, -1)) for key in keys)
@@ -416,3 +439,98 @@ def ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
                 f"  {group:41} {row:24} vs {baseline:17} medians {medians}  paired {shown}"
                 f"{verdict}"
             )
+
+
+# -- benches/side_by_side.py ---------------------------------------------------------------
+
+Row = dict[str, Any]
+SIDE_BY_SIDE_ROUNDS = 3
+_LABELS = {
+    "engine tx": "evercore",
+    "engine": "evercore",
+    "raw Lua append": "raw Lua append (same version check)",
+    "raw XADD pipeline": "raw pipelined XADD",
+    "raw LRANGE": "raw LRANGE (no decoding)",
+    "raw XRANGE": "raw XRANGE paging",
+}
+_FILTERED = "catch-up read, one event type of four (engine filters in Redis; raw reads all)"
+
+
+def _interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median seconds of each run over ``rounds`` rounds in which the runs take turns
+    (after one warm-up round), so that a shared machine's load hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds + 1):
+        for name, run in runs.items():
+            times[name].append(run())
+    return {name: statistics.median(values[1:]) for name, values in times.items()}
+
+
+def _seconds(run: Callable[[], object]) -> Callable[[], float]:
+    def once() -> float:
+        started = time.perf_counter()
+        run()
+        return time.perf_counter() - started
+
+    return once
+
+
+def _seconds_on_fresh(make: Callable[[], Any], run: Callable[[Any], None]) -> Callable[[], float]:
+    """Time ``run`` alone on a store made (and dropped) outside the timing."""
+
+    def once() -> float:
+        store = make()
+        try:
+            return _seconds(lambda: run(store))()
+        finally:
+            store.drop()
+
+    return once
+
+
+def _row(workload: str, row: str, events: int, seconds: float, goals_of: str = "") -> Row:
+    """One figure; a baseline row carries the goal ``GOALS`` sets in group ``goals_of``."""
+    entry: Row = {"workload": workload, "implementation": _LABELS[row], "events": events,
+                  "seconds": seconds}  # fmt: skip
+    goal = next((g for group, ours, base, g in GOALS
+                 if (group, base) == (goals_of, row) and ours in ("engine tx", "engine") and g),
+                None)
+    if goal is not None:
+        entry["goal"] = f">= {goal}x"
+    return entry
+
+
+def side_by_side(events: int) -> list[Row]:
+    """The figures for ``benches/side_by_side.py``: each ingest shape with ``events``
+    events (contexts of 1: a twentieth of them) on a fresh store per contender and
+    round, then reads of the whole workload; median seconds of the timed part, one
+    row per (workload, implementation). Ours is the engine through a transaction."""
+    ensure_redis()
+    workload = build_workload(events)
+    count = len(workload.rows)
+    rows: list[Row] = []
+    contenders = ("engine tx", "raw Lua append", "raw XADD pipeline")
+    for shape, (size, _, _, grouped) in INGEST_SHAPES.items():
+        shaped = workload.grouped() if grouped else workload
+        ingested = count if size > 1 else max(1, count // 20)
+        runs = {
+            row: _seconds_on_fresh(INGEST_ROWS[row][1], INGEST_ROWS[row][0](shaped, size, ingested))
+            for row in contenders
+        }
+        group = f"ingest, {shape}"
+        for row, seconds in _interleaved(runs, SIDE_BY_SIDE_ROUNDS).items():
+            rows.append(_row(group, row, ingested, seconds, group))
+    filtered: list[Row] = []
+    with loaded_stores(workload) as loaded:
+        for group in dict.fromkeys(group for group, _ in _READS):
+            runs = {row: _seconds(build(loaded)) for (g, row), build in _READS.items()
+                    if g == group}
+            medians = _interleaved(runs, SIDE_BY_SIDE_ROUNDS)
+            for row, seconds in medians.items():
+                if row == "engine, one type of four":
+                    # Compared with the same unfiltered raw read as in the bench above.
+                    filtered += (_row(_FILTERED, "engine", count, seconds),
+                                 _row(_FILTERED, "raw XRANGE", count, medians["raw XRANGE"]))
+                else:
+                    rows.append(_row(group, row, count, seconds, group))
+    return rows + filtered

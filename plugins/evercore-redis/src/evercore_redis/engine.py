@@ -693,8 +693,7 @@ class RedisStorageEngine:
             args += (aggregate_id, key)
         for name, upsert in buffer.subscription_upserts.items():
             args += upsert.args(name)
-        encode = _codec.encode_event
-        args += [encode(event) for event in buffer.events]
+        args += _codec.encode_events(buffer.events)
         for snapshot in buffer.snapshots.values():
             args += (snapshot.aggregate_id, snapshot.sequence, snapshot.state)
         for subscription_id, event_type_id in buffer.subscription_filters:

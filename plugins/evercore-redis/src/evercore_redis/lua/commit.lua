@@ -27,6 +27,7 @@ local n_types, n_new, n_keys, n_subs = tonumber(ARGV[2]), tonumber(ARGV[3]),
 local n_events, n_snaps, n_filters, n_switches = tonumber(ARGV[6]), tonumber(ARGV[7]),
   tonumber(ARGV[8]), tonumber(ARGV[9])
 local K_AGG, K_AKEY, K_KEY, K_SUB = B .. 'agg', B .. 'akey', B .. 'key', B .. 'sub'
+local SLICE = 1000    -- values per unpack(): Lua's C stack holds at most ~8000
 
 local canonical = {atype = {}, etype = {}}   -- kind -> id -> the id stored for its name
 local function canon(kind, id)
@@ -124,15 +125,38 @@ for _ = 1, n_subs do
   result[#result + 1] = stored or reserved
   i = i + 9
 end
-local event_agg, event_seq, event_type = {}, {}, {}
+-- Events: parse each one's ids once, fetch every aggregate not seen yet with one
+-- HMGET (a call per aggregate costs more than the whole rest of its check), then
+-- check in event order so that the first bad event is the one reported.
+local event_agg, event_seq = {}, {}
+local unseen, n_unseen = {}, 0
 for k = 1, n_events do
-  local id, seq, t = string.match(ARGV[i], '^(%d+):(%d+):(%d+):')
-  if stored_type(id) == nil then return {'noagg', id} end
-  local n = tonumber(seq)
-  if has_sequence(B, id, seq, agg_top[id]) then return {'conflict', id, seq} end
-  new_top[id] = math.max(new_top[id] or agg_top[id], n)
-  event_agg[k], event_seq[k], event_type[k] = id, seq, t
+  local id, seq = string.match(ARGV[i], '^(%d+):(%d+):')
+  event_agg[k], event_seq[k] = id, seq
+  if agg_type[id] == nil and unseen[id] == nil then
+    n_unseen = n_unseen + 1
+    unseen[id], unseen[n_unseen] = true, id
+  end
   i = i + 1
+end
+for first = 1, n_unseen, SLICE do
+  local stop = math.min(first + SLICE - 1, n_unseen)
+  local stored = redis.call('HMGET', K_AGG, unpack(unseen, first, stop))
+  for k = first, stop do
+    local value = stored[k - first + 1]
+    if value then
+      local t, top = string.match(value, '^(%d+):(%d+)$')
+      agg_type[unseen[k]], agg_top[unseen[k]] = t, tonumber(top)
+    end
+  end
+end
+for k = 1, n_events do
+  local id, seq = event_agg[k], event_seq[k]
+  local top = agg_top[id]
+  if top == nil then return {'noagg', id} end
+  local n = tonumber(seq)
+  if n <= top and has_sequence(B, id, seq, top) then return {'conflict', id, seq} end
+  if n > (new_top[id] or top) then new_top[id] = n end
 end
 i = i + 3 * n_snaps
 for _ = 1, n_filters + n_switches do
@@ -174,7 +198,12 @@ for _ = 1, n_keys do
   redis.call('HSET', K_KEY, key, id .. ':' .. agg_type[id])
   i = i + 2
 end
-local last = tonumber(redis.call('HGET', B .. 'ctr', 'event') or '0')
+-- The last event id before this context: new subscriptions may start there, and
+-- a context without events returns it (with events, HINCRBY below gives it).
+local last = 0
+if n_subs > 0 or n_events == 0 then
+  last = tonumber(redis.call('HGET', B .. 'ctr', 'event') or '0')
+end
 for _ = 1, n_subs do
   local reserved, name = ARGV[i], ARGV[i + 1]
   local id = sub_ids[reserved]
@@ -199,36 +228,47 @@ if n_events > 0 then
   last = redis.call('HINCRBY', B .. 'ctr', 'event', n_events)
   local gid = last - n_events
   local log = B .. 'log'
+  -- Event type ids need translating only where an alias exists (a reserved id that
+  -- lost a race for its name): the norm is none, which saves a lookup per event.
+  local retype = redis.call('EXISTS', B .. 'etype:alias') == 1
+  for id, c in pairs(canonical.etype) do retype = retype or id ~= c end
   -- A context's events for one aggregate are usually consecutive: append each run
-  -- of them with one RPUSH (in slices, for Lua's stack).
-  local run_id, run = nil, {}
-  local function append_run()
-    if run_id ~= nil then redis.call('RPUSH', B .. 'ev:' .. run_id, unpack(run)) end
-  end
+  -- of them with one RPUSH (in slices), reusing one table for every run.
+  local run_id, run, run_n = nil, {}, 0
   for k = 1, n_events do
     gid = gid + 1
     local g = string.format('%d', gid)
-    local id, seq, t, event = event_agg[k], event_seq[k], event_type[k], ARGV[i]
-    local stored_t = canon('etype', t)
-    if stored_t ~= t then  -- put the stored type id in place of the alias
-      event = id .. ':' .. seq .. ':' .. stored_t .. string.sub(event, #id + #seq + #t + 3)
+    local id, event = event_agg[k], ARGV[i]
+    if retype then
+      local seq, t = event_seq[k], string.match(event, '^%d+:%d+:(%d+):')
+      local stored_t = canon('etype', t)
+      if stored_t ~= t then  -- put the stored type id in place of the alias
+        event = id .. ':' .. seq .. ':' .. stored_t .. string.sub(event, #id + #seq + #t + 3)
+      end
     end
     local member = g .. ':' .. event
-    redis.call('XADD', log, g .. '-0', 'at', agg_type[id], 'e', member)
-    if id ~= run_id or #run >= 512 then
-      append_run()
-      run_id, run = id, {}
+    redis.call('XADD', log, g, 'at', agg_type[id], 'e', member)  -- entry id g-0
+    if id ~= run_id or run_n == SLICE then
+      if run_n > 0 then redis.call('RPUSH', B .. 'ev:' .. run_id, unpack(run, 1, run_n)) end
+      run_id, run_n = id, 0
     end
-    run[#run + 1] = member
+    run_n = run_n + 1
+    run[run_n] = member
     i = i + 1
   end
-  append_run()
+  redis.call('RPUSH', B .. 'ev:' .. run_id, unpack(run, 1, run_n))
 end
+-- One HSET for every aggregate whose highest sequence moved (in slices).
+local tops, n_tops = {}, 0
 for id, top in pairs(agg_top) do
   local highest = math.max(new_top[id] or top, 0)
   if highest ~= top then
-    redis.call('HSET', K_AGG, id, agg_type[id] .. ':' .. string.format('%d', highest))
+    tops[n_tops + 1], tops[n_tops + 2] = id, agg_type[id] .. ':' .. string.format('%d', highest)
+    n_tops = n_tops + 2
   end
+end
+for first = 1, n_tops, 2 * SLICE do
+  redis.call('HSET', K_AGG, unpack(tops, first, math.min(first + 2 * SLICE - 1, n_tops)))
 end
 local K_SNAP = B .. 'snap'
 for _ = 1, n_snaps do
