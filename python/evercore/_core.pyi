@@ -5,8 +5,9 @@ with the same signature, results and exceptions; import them through
 :mod:`evercore._kernels`, which picks one or the other.
 """
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from datetime import datetime
+from typing import Any
 
 from evercore.values import SerializedEvent, StorageEngineEvent
 
@@ -84,6 +85,7 @@ def fold_state_fields(
     plans: Mapping[str, int],
     kinds: Sequence[bytes],
     defaults: Sequence[Sequence[object]],
+    converters: Sequence[Sequence[Callable[[Any], object] | None]],
     fields: Sequence[str],
 ) -> dict[str, object] | None:
     """Per field, the value of the last event that gave it one: what copying each
@@ -93,9 +95,11 @@ def fold_state_fields(
 
     ``plans[event.event_type]`` numbers the event's payload class (an unknown type is
     a ``KeyError``); ``kinds[plan][i]`` says how that class treats ``fields[i]`` (the
-    ``FIELD_*`` codes of :mod:`evercore._pure`) and ``defaults[plan][i]`` is its
-    default. Returns None (declined: decode event by event) when a state is not JSON
-    that ``json.loads`` accepts, is not an object, nests deeper than
-    :data:`MAX_NESTING`, holds a number longer than 600 characters, lacks a required
-    field, or is not a ``str`` encodable as UTF-8.
+    ``FIELD_*`` codes of :mod:`evercore._pure`), ``defaults[plan][i]`` is its default
+    and ``converters[plan][i]`` (or None) turns its JSON value into the field's type:
+    every non-null value is converted, as decoding would. Returns None (declined:
+    decode event by event) when a state is not JSON that ``json.loads`` accepts, is
+    not an object, nests deeper than :data:`MAX_NESTING`, holds a number longer than
+    600 characters, lacks a required field, is not a ``str`` encodable as UTF-8, or a
+    converter raises an ``Exception``.
     """

@@ -10,10 +10,12 @@ by event as before: both ways leave the same state.
 
 What qualifies (checked once per class): payload classes are stdlib dataclasses with
 the generated ``__init__``, no ``__post_init__``, no ``InitVar``, ``ClassVar`` or
-``init=False`` fields, no ``default_factory`` and only field types JSON already
-gives (``str``, ``int``, ``float``, ``bool``, ``None``, ``Any``, their unions with
-None); the state is a dataclass whose attributes are set plainly, or a frozen
-dataclass with the generated ``__init__`` and no ``__post_init__``.
+``init=False`` fields and no ``default_factory``; fields that need converting
+(datetimes, enums, nested dataclasses: :mod:`evercore._typed_json`) are converted
+in every event, as decoding would, and a value that fails sends the run to the
+event-by-event path, which reports it. The state is a dataclass whose attributes
+are set plainly, or a frozen dataclass with the generated ``__init__`` and no
+``__post_init__``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from evercore._pure import (
     FIELD_IGNORED,
     FIELD_REQUIRED,
 )
-from evercore._typed_json import converter_for
+from evercore._typed_json import Converter, converter_for
 from evercore.values import SerializedEvent
 
 
@@ -44,12 +46,12 @@ class _Plans:
     def __init__(self, state_fields: frozenset[str]) -> None:
         self.state_fields = state_fields
         self.generation = events.registry_generation()
-        self.args: _KernelArgs = ({}, [], [], [])
+        self.args: _KernelArgs = ({}, [], [], [], [])
         self.unsupported: set[str] = set()
 
     def add(self, event_type: str) -> bool:
         """Plan events of ``event_type``; False when their class does not qualify."""
-        plans, kinds, defaults, fields = self.args
+        plans, kinds, defaults, converters, fields = self.args
         if event_type in plans:
             return True
         payload_class = events.state_payload_class(event_type)
@@ -61,15 +63,19 @@ class _Plans:
         width = len(fields)
         kinds = [k + bytes(width - len(k)) for k in kinds]  # bytes(n): n times FIELD_IGNORED
         defaults = [[*d, *[None] * (width - len(d))] for d in defaults]
+        converters = [[*c, *[None] * (width - len(c))] for c in converters]
         plan_kinds, plan_defaults = bytearray(width), list[object]([None] * width)
-        for name, default in spec.items():
+        plan_converters: list[Converter | None] = [None] * width
+        for name, (default, convert) in spec.items():
             column = fields.index(name)
             plan_kinds[column] = self._kind(name, default)
             plan_defaults[column] = None if default is dataclasses.MISSING else default
+            plan_converters[column] = convert
         self.args = (
             {**plans, event_type: len(kinds)},
             [*kinds, bytes(plan_kinds)],
             [*defaults, plan_defaults],
+            [*converters, plan_converters],
             fields,
         )
         return True
@@ -81,7 +87,9 @@ class _Plans:
         return FIELD_REQUIRED if required else FIELD_IGNORED
 
 
-_KernelArgs = tuple[dict[str, int], list[bytes], list[list[object]], list[str]]
+_KernelArgs = tuple[
+    dict[str, int], list[bytes], list[list[object]], list[list[Converter | None]], list[str]
+]
 _lock = threading.Lock()
 _plans: dict[type, _Plans | None] = {}
 
@@ -143,9 +151,10 @@ def _state_fields(cls: type) -> frozenset[str] | None:
     return frozenset(f.name for f in fields)
 
 
-def _payload_spec(cls: type) -> dict[str, object] | None:
-    """``{field: default or MISSING}`` of a payload class whose decoding is
-    ``cls(**json_object)`` with nothing else going on; None otherwise."""
+def _payload_spec(cls: type) -> dict[str, tuple[object, Converter | None]] | None:
+    """``{field: (default or MISSING, converter or None)}`` of a payload class whose
+    decoding is ``cls(**json_object)`` after converting the fields' values, with
+    nothing else going on; None otherwise."""
     if not (dataclasses.is_dataclass(cls) and _plain_init(cls)):
         return None
     fields = dataclasses.fields(cls)
@@ -155,15 +164,11 @@ def _payload_spec(cls: type) -> dict[str, object] | None:
         hints = typing.get_type_hints(cls)
     except Exception:  # an annotation that does not resolve: decode the slow way
         return None
-    spec: dict[str, object] = {}
+    spec: dict[str, tuple[object, Converter | None]] = {}
     for field in fields:
-        if (
-            not field.init
-            or field.default_factory is not dataclasses.MISSING
-            or converter_for(hints.get(field.name, Any)) is not None
-        ):
+        if not field.init or field.default_factory is not dataclasses.MISSING:
             return None
-        spec[field.name] = field.default
+        spec[field.name] = (field.default, converter_for(hints.get(field.name, Any)))
     return spec
 
 

@@ -13,7 +13,7 @@ import json
 import math
 import struct
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
@@ -403,23 +403,26 @@ def fold_state_fields(
     plans: Mapping[str, int],
     kinds: Sequence[bytes],
     defaults: Sequence[Sequence[object]],
+    converters: Sequence[Sequence[Callable[[Any], object] | None]],
     fields: Sequence[str],
 ) -> dict[str, object] | None:
     """Per field, the value of the last event that gave it one: what copying each
     decoded payload's non-None fields onto a state, event after event, leaves there.
 
     ``plans[event.event_type]`` numbers the event's payload class; ``kinds[plan][i]``
-    says how that class treats ``fields[i]`` (``FIELD_*``) and ``defaults[plan][i]``
-    is its default. Returns the changes, or None (declined) when a state is not
-    JSON that ``json.loads`` accepts, is not an object, nests deeper than
-    :data:`MAX_NESTING`, holds a number longer than :data:`MAX_NUMBER_LENGTH`, lacks
-    a required field, or is not an encodable ``str``. An unknown event type is a
-    ``KeyError``.
+    says how that class treats ``fields[i]`` (``FIELD_*``), ``defaults[plan][i]`` is
+    its default and ``converters[plan][i]`` (or None) turns its JSON value into the
+    field's type; every non-null value is converted, as decoding would. Returns the
+    changes, or None (declined) when a state is not JSON that ``json.loads``
+    accepts, is not an object, nests deeper than :data:`MAX_NESTING`, holds a number
+    longer than :data:`MAX_NUMBER_LENGTH`, lacks a required field, is not an
+    encodable ``str``, or a converter raises an ``Exception``. An unknown event type
+    is a ``KeyError``.
     """
-    if len(kinds) != len(defaults):
-        raise ValueError("fold_state_fields: kinds and defaults differ in length")
+    if not len(kinds) == len(defaults) == len(converters):
+        raise ValueError("fold_state_fields: kinds, defaults and converters differ in length")
     widths = {len(fields)} | {len(k) for k in kinds} | {len(d) for d in defaults}
-    if len(widths) > 1:
+    if len(widths | {len(c) for c in converters}) > 1:
         raise ValueError("fold_state_fields: a plan does not cover every field")
     for code in (code for plan in kinds for code in plan if code > FIELD_REQUIRED):
         raise ValueError(f"unknown field kind {code}")
@@ -437,15 +440,20 @@ def fold_state_fields(
             return None
         if not isinstance(document, dict) or _too_deep(document, 1):
             return None
-        for name, kind, default in zip(fields, kinds[plan], defaults[plan], strict=True):
+        columns = zip(fields, kinds[plan], defaults[plan], converters[plan], strict=True)
+        for name, kind, default, convert in columns:
+            value: object = document.get(name)
+            if convert is not None and value is not None:
+                try:
+                    value = convert(value)
+                except Exception:
+                    return None
             if kind == FIELD_IGNORED:
                 continue
             if name not in document:
                 if kind != FIELD_COPIED_WITH_DEFAULT:
                     return None
-                value: object = default
-            else:
-                value = document[name]
+                value = default
             if kind != FIELD_REQUIRED and value is not None:
                 changes[name] = value
     return {name: changes[name] for name in fields if name in changes}  # in field order

@@ -203,6 +203,7 @@ def fuzz_fold(data: bytes) -> None:
         bytes(values.small_int(0, 3) for _ in FOLD_FIELDS) for _ in range(plan_count)
     ]
     defaults = [[values.pick((None, "", 0, "x")) for _ in FOLD_FIELDS] for _ in kinds]
+    converters = [[values.pick((None, None, str, str.upper)) for _ in FOLD_FIELDS] for _ in kinds]
     events = [
         SerializedEvent(n, 1, f"T{values.small_int(0, plan_count - 1)}",
                         values.json_text(FOLD_FIELDS), n, "", datetime.now(timezone.utc))
@@ -213,7 +214,9 @@ def fuzz_fold(data: bytes) -> None:
 
     def folded(kernel: Callable[..., dict[str, object] | None]) -> Outcome:
         # json.dumps: NaN does not equal itself, its text does
-        return outcome(lambda: json.dumps(kernel(events, plans, kinds, defaults, fields)))
+        return outcome(
+            lambda: json.dumps(kernel(events, plans, kinds, defaults, converters, fields))
+        )
 
     same(folded(_kernels.fold_state_fields), folded(_pure.fold_state_fields), "fold_state_fields")
 

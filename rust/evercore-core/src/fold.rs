@@ -113,6 +113,15 @@ impl<'f> Folder<'f> {
     pub fn winners(&self) -> &[Option<Winner>] {
         &self.winners
     }
+
+    /// Where field `index`'s value lies in the last event added (None when that
+    /// event's JSON has no such key or holds `null` there).
+    pub fn last_span(&self, index: usize) -> Option<(usize, usize)> {
+        match self.slots.get(index)? {
+            Slot::Span(start, end) => Some((*start, *end)),
+            Slot::Absent | Slot::Null => None,
+        }
+    }
 }
 
 /// A strict JSON scanner over one document.
@@ -431,6 +440,15 @@ mod tests {
         let kinds = [Kind::Optional, Kind::Copied, Kind::Ignored];
         let docs: [(&[Kind], &str); 2] = [(&kinds, r#"{"name":"a","amount":1}"#), (&kinds, r#"{"amount":2}"#)];
         assert_eq!(fold(&docs).unwrap()[0], Some(Winner::Value { event: 0, start: 8, end: 11 }));
+    }
+
+    #[test]
+    fn the_last_span_is_that_of_the_last_event() {
+        let mut folder = Folder::new(&FIELDS);
+        folder.add(0, &ALL, br#"{"name":"a","amount":1}"#).unwrap();
+        assert_eq!(folder.last_span(0), Some((8, 11)));
+        folder.add(1, &ALL, br#"{"name":null,"amount":1}"#).unwrap();
+        assert_eq!((folder.last_span(0), folder.last_span(2), folder.last_span(9)), (None, None, None));
     }
 
     #[test]
