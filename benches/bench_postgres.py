@@ -15,9 +15,11 @@ Workloads (issue 6), events of about 150 bytes of JSON (:func:`evercore.bench.ma
   creates 10 aggregates and appends 100 events to each, into a fresh schema.
   ``raw psycopg binary COPY`` does the same by hand: ``INSERT`` of 10 aggregates,
   ``json.dumps`` per event, binary ``COPY ... write_row``, in one transaction.
-* ingest, contexts of 1 event: ``SINGLE`` contexts appending to aggregates held in
-  memory; raw: one autocommit prepared ``INSERT`` per event (the fastest single
-  append there is).
+* ingest, contexts of 1 event: ``SINGLE`` contexts (``store.context()``, the
+  facade's whole path) appending to aggregates held in memory, so each context
+  sends only its batch: one autocommit statement (``SupportsWriteAndCommit``);
+  raw: one autocommit prepared ``INSERT`` per event (the fastest single append
+  there is).
 * rehydrate: load one aggregate of 1,000 and of 10,000 events into a
   ``StateAggregate``; raw: a keyset ``SELECT``, ``json.loads`` and ``dict.update``.
   ``evercore engine + json.loads`` reads through the engine and decodes like the

@@ -22,8 +22,8 @@ Rules every engine meets (``evercore.testing`` checks each of them):
 * times round-trip exactly (microseconds), as timezone-aware UTC datetimes.
 
 Optional capabilities are separate protocols (:class:`SupportsEventWait`,
-:class:`SupportsMigrations`, :class:`SupportsStats`); the facade checks for them
-with ``isinstance`` and falls back when an engine lacks one.
+:class:`SupportsMigrations`, :class:`SupportsStats`, :class:`SupportsWriteAndCommit`);
+the facade checks for them with ``isinstance`` and falls back when an engine lacks one.
 """
 
 from __future__ import annotations
@@ -300,6 +300,32 @@ class SupportsStats(Protocol):
         """Every durable subscription, with its cursor and lease."""
 
 
+@runtime_checkable
+class SupportsWriteAndCommit(Protocol):
+    """Optional: an engine that can write a context's batch and commit in fewer round
+    trips than ``write_state`` followed by ``commit`` (a network database that runs a
+    lone statement as its own transaction, for instance).
+
+    ``EventStore.context()`` uses it for the batch a context captured; without it the
+    context calls ``write_state`` and then ``tx.commit()``.
+    """
+
+    def write_state_and_commit(
+        self,
+        tx: Transaction,
+        events: Sequence[StorageEngineEvent],
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        """The outcome of ``write_state(tx, events, snapshots)`` then ``tx.commit()``.
+
+        On any error nothing of ``tx`` is kept (earlier writes included) and ``tx``
+        is finished: a later ``rollback()`` does nothing and ``commit()`` raises
+        ``StorageEngineError``. A duplicate (aggregate, sequence) raises
+        ``ConcurrencyError``; a connection lost while the outcome cannot be known
+        raises ``CommitOutcomeUnknownError``.
+        """
+
+
 __all__ = [
     "MAX_KEY_LENGTH",
     "SPI_VERSION",
@@ -308,6 +334,7 @@ __all__ = [
     "SupportsEventWait",
     "SupportsMigrations",
     "SupportsStats",
+    "SupportsWriteAndCommit",
     "Transaction",
     "validate_natural_key",
 ]

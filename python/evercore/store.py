@@ -17,14 +17,20 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from evercore import _kernels, limits
 from evercore.context import EventStoreContext, EventStoreReadonlyContext, columns_of
 from evercore.registry import InstalledBackend, get_registry, open_engine
-from evercore.spi import StorageEngine, SupportsMigrations, Transaction
+from evercore.spi import (
+    StorageEngine,
+    SupportsMigrations,
+    SupportsWriteAndCommit,
+    Transaction,
+)
 from evercore.values import (
     SerializedEvent,
     Snapshot,
@@ -48,6 +54,25 @@ class _TypeIdCache:
         self.aggregate_types: dict[str, int] = {}
         self.event_types: dict[str, int] = {}
         self.lock = threading.Lock()
+
+
+class _CommitWithWrite:
+    """Asks ``write_captured`` to commit ``tx`` with the write (one engine call); it
+    sets ``done`` when it did, so a context that captured nothing still commits."""
+
+    __slots__ = ("done", "tx")
+
+    def __init__(self, tx: Transaction) -> None:
+        self.tx = tx
+        self.done = False
+
+
+# A context's captured batch reaches write_captured through EventStoreContext._flush,
+# whose signature does not carry the wish to commit; it travels here instead, scoped
+# to the flush call (per thread and per asyncio task).
+_commit_with_write: ContextVar[_CommitWithWrite | None] = ContextVar(
+    "evercore_commit_with_write", default=None
+)
 
 
 class TypeIds:
@@ -102,6 +127,8 @@ class EventStore:
     def __init__(self, engine: StorageEngine) -> None:
         self.storage_engine = engine
         self._type_cache = _TypeIdCache()
+        # Checked once: a runtime protocol check costs microseconds, per context.
+        self._writes_and_commits = isinstance(engine, SupportsWriteAndCommit)
 
     def __repr__(self) -> str:
         return f"EventStore({self.storage_engine!r})"
@@ -149,11 +176,24 @@ class EventStore:
         ctx = EventStoreContext(self, tx, type_ids)
         try:
             yield ctx
-            ctx._flush()
+            if self._writes_and_commits:
+                # The engine writes and commits together; a failure there has
+                # finished tx already, and the rollback below does nothing.
+                request = _CommitWithWrite(tx)
+                token = _commit_with_write.set(request)
+                try:
+                    ctx._flush()
+                finally:
+                    _commit_with_write.reset(token)
+                committed = request.done
+            else:
+                ctx._flush()
+                committed = False
         except BaseException:
             _rollback_quietly(tx)
             raise
-        tx.commit()
+        if not committed:
+            tx.commit()
         type_ids.publish()
 
     @contextmanager
@@ -234,7 +274,9 @@ class EventStore:
     ) -> None:
         """Check, serialize and write a batch given as columns (the path every context
         takes at commit). Sequence rules and the limits of :mod:`evercore.limits` are
-        checked before the engine writes anything."""
+        checked before the engine writes anything. ``tx`` is not committed here,
+        except for a context's own batch on an engine with ``SupportsWriteAndCommit``
+        (see :meth:`context`)."""
         limits.check_context_batch(aggregate_ids, sequences, event_types, payloads, references)
         _kernels.validate_sequences(aggregate_ids, sequences, known_sequences)
         ids = type_ids.event_type_ids(tx, set(event_types))
@@ -242,7 +284,13 @@ class EventStore:
             aggregate_ids, sequences, event_types, payloads, event_times, references, ids
         )
         limits.check_encoded(storage_events, snapshots)
-        self.storage_engine.write_state(tx, storage_events, snapshots)
+        request = _commit_with_write.get()
+        if request is not None and request.tx is tx:
+            engine = cast(SupportsWriteAndCommit, self.storage_engine)
+            engine.write_state_and_commit(request.tx, storage_events, snapshots)
+            request.done = True
+        else:
+            self.storage_engine.write_state(tx, storage_events, snapshots)
 
     # -- subscriptions ----------------------------------------------------------
     def run_subscription(

@@ -46,8 +46,9 @@ engines' behaviour where they agree with each other, else the stricter one):
 Requirements on the engine under test beyond the SPI: it must be safe to use from
 several threads (two tests race 8 writers), and each test needs about a second at
 most on a local database; the lease tests sleep a few tenths of a second.
-Optional capabilities (``SupportsEventWait``, ``SupportsStats``) are tested when
-the engine has them and reported as skipped otherwise.
+Optional capabilities (``SupportsEventWait``, ``SupportsStats``,
+``SupportsWriteAndCommit``) are tested when the engine has them and reported as
+skipped otherwise.
 
 To override a test that cannot apply to your backend, redefine it in your
 subclass; please say why in its docstring.
@@ -73,9 +74,16 @@ from evercore.errors import (
     InvalidKeyError,
     KeyTooLongError,
     NotFoundError,
+    StorageEngineError,
     SubscriptionLeaseLost,
 )
-from evercore.spi import StorageEngine, SupportsEventWait, SupportsStats, Transaction
+from evercore.spi import (
+    StorageEngine,
+    SupportsEventWait,
+    SupportsStats,
+    SupportsWriteAndCommit,
+    Transaction,
+)
 from evercore.values import (
     START_BEGINNING,
     START_END,
@@ -228,6 +236,31 @@ def _as_read(event: SerializedEvent) -> tuple[object, ...]:
         event.reference,
         event.event_time,
     )
+
+
+def _writes_and_commits(engine: StorageEngine) -> SupportsWriteAndCommit:
+    if not isinstance(engine, SupportsWriteAndCommit):
+        pytest.skip("the engine does not implement SupportsWriteAndCommit")
+    return engine
+
+
+def _assert_finished(tx: Transaction) -> None:
+    """``tx`` has ended: rolling back does nothing, committing is refused."""
+    tx.rollback()
+    with pytest.raises(StorageEngineError):
+        tx.commit()
+    tx.rollback()
+
+
+WRITE_AND_COMMIT_SHAPES = {
+    "one-event": (1, False),
+    "few-events-and-a-snapshot": (3, True),
+    "many-events": (100, False),
+    "many-events-and-a-snapshot": (100, True),
+    "a-snapshot-only": (0, True),
+}
+"""Batches of (events, with a snapshot) for ``write_state_and_commit``: engines may
+write each shape differently (one statement or several)."""
 
 
 class StorageEngineConformance:
@@ -1333,5 +1366,85 @@ class StorageEngineConformance:
         assert (counts.aggregates, counts.events, counts.snapshots) == (2, 3, 1)
         assert [s.name for s in engine.list_subscriptions(None)] == ["listed"]
 
+    @pytest.mark.parametrize("shape", list(WRITE_AND_COMMIT_SHAPES))
+    @pytest.mark.parametrize("earlier_statement", [False, True], ids=["fresh-tx", "begun-tx"])
+    def test_write_and_commit_is_visible_to_other_transactions(
+        self, engine: StorageEngine, shape: str, earlier_statement: bool
+    ) -> None:
+        capable = _writes_and_commits(engine)
+        types = _register_types(engine)
+        target = _new_with_events(engine, types.user, [types.user_created])
+        count, with_snapshot = WRITE_AND_COMMIT_SHAPES[shape]
+        events = [_event(target, s, types.user_updated) for s in range(2, count + 2)]
+        snapshots = [Snapshot(target, "snap", count + 1)] if with_snapshot else []
+        tx = engine.get_transaction_info()
+        created = None
+        if earlier_statement:
+            created = engine.new_aggregate_with_key(tx, types.user, "alongside")
+        capable.write_state_and_commit(tx, events, snapshots)
+        _assert_finished(tx)
+        stored = engine.get_events_for_aggregate(None, target, 0)
+        assert [e.sequence for e in stored] == list(range(1, count + 2))
+        assert [_as_read(e) for e in stored[1:]] == [_as_written(e, "user_updated") for e in events]
+        expected = Snapshot(target, "snap", count + 1) if with_snapshot else None
+        assert engine.get_snapshot_for_aggregate(None, target) == expected
+        assert [e.event_id for e in _read_all(engine, _reader())] == [e.event_id for e in stored]
+        assert engine.get_max_event_id(None) == stored[-1].event_id
+        if created is not None:
+            assert engine.get_aggregate_by_key(None, types.user, "alongside") == created
 
-__all__ = ["OPAQUE_STATES", "StorageEngineConformance"]
+    def test_write_and_commit_of_nothing_commits_earlier_statements(
+        self, engine: StorageEngine
+    ) -> None:
+        capable = _writes_and_commits(engine)
+        types = _register_types(engine)
+        tx = engine.get_transaction_info()
+        created = engine.new_aggregate_with_key(tx, types.user, "kept")
+        capable.write_state_and_commit(tx, [], [])
+        _assert_finished(tx)
+        assert engine.get_aggregate_by_key(None, types.user, "kept") == created
+        assert engine.get_max_event_id(None) == 0
+
+    @pytest.mark.parametrize("shape", ["one-event", "few-events-and-a-snapshot", "many-events"])
+    @pytest.mark.parametrize("earlier_statement", [False, True], ids=["fresh-tx", "begun-tx"])
+    def test_write_and_commit_of_a_duplicate_writes_nothing(
+        self, engine: StorageEngine, shape: str, earlier_statement: bool
+    ) -> None:
+        capable = _writes_and_commits(engine)
+        types = _register_types(engine)
+        target = _new_with_events(engine, types.user, [types.user_created] * 3)
+        count, with_snapshot = WRITE_AND_COMMIT_SHAPES[shape]
+        # The duplicate (sequence 2, committed earlier) comes last in the batch.
+        events = [_event(target, s, types.user_updated) for s in range(4, count + 3)]
+        events.append(_event(target, 2, types.user_updated))
+        snapshots = [Snapshot(target, "never", count + 3)] if with_snapshot else []
+        tx = engine.get_transaction_info()
+        if earlier_statement:
+            engine.new_aggregate_with_key(tx, types.user, "rolled-back")
+            engine.change_aggregate_natural_key(tx, target, "renamed")
+        with pytest.raises(ConcurrencyError) as caught:
+            capable.write_state_and_commit(tx, events, snapshots)
+        _assert_finished(tx)
+        assert (caught.value.aggregate_id, caught.value.sequence) == (target, 2)
+        assert [e.sequence for e in engine.get_events_for_aggregate(None, target, 0)] == [1, 2, 3]
+        assert engine.get_snapshot_for_aggregate(None, target) is None
+        assert _key_free(engine, types.user, "rolled-back")
+        assert _key_free(engine, types.user, "renamed")
+        assert engine.get_max_event_id(None) == 3
+
+    def test_write_and_commit_for_a_missing_aggregate_writes_nothing(
+        self, engine: StorageEngine
+    ) -> None:
+        capable = _writes_and_commits(engine)
+        types = _register_types(engine)
+        tx = engine.get_transaction_info()
+        with pytest.raises(NotFoundError, match="99999999"):
+            capable.write_state_and_commit(tx, [_event(99999999, 1, types.user_created)], [])
+        _assert_finished(tx)
+        assert engine.get_max_event_id(None) == 0
+        # The engine is still usable: the next transaction writes normally.
+        target = _new_with_events(engine, types.user, [types.user_created])
+        assert len(engine.get_events_for_aggregate(None, target, 0)) == 1
+
+
+__all__ = ["OPAQUE_STATES", "WRITE_AND_COMMIT_SHAPES", "StorageEngineConformance"]

@@ -546,40 +546,67 @@ class PostgresStorageEngine:
         A duplicate (aggregate, sequence) raises ``ConcurrencyError`` naming both; a
         missing aggregate or event type raises ``NotFoundError``; nothing is kept.
         """
-        if not events and not snapshots:
-            return
-        latest: dict[int, Snapshot] = {}
-        for snapshot in snapshots:
-            kept = latest.get(snapshot.aggregate_id)
-            if kept is None or snapshot.sequence >= kept.sequence:
-                latest[snapshot.aggregate_id] = snapshot
-        snapshot_params = {
-            "sa": [s.aggregate_id for s in latest.values()],
-            "ss": [s.sequence for s in latest.values()],
-            "sst": [s.state for s in latest.values()],
-        }
-        copy_data = _kernels.encode_copy_rows(events) if len(events) > SMALL_BATCH else None
-        action = f"write {len(events)} event(s) and {len(latest)} snapshot(s)"
-        if len(events) == 1 and not latest:
-            # Scalars adapt faster than one-element arrays: the single-event context.
-            with self._conn(tx, action) as conn:
-                conn.execute(_INSERT_EVENT, events[0])
-        elif copy_data is None:
-            with self._conn(tx, action) as conn:
-                conn.execute(_small_write_sql(bool(events), bool(latest)), {
-                    **_event_params(events), **snapshot_params,
-                })  # fmt: skip
-        else:
-            with self._atomic(tx, action) as conn:
-                with conn.cursor().copy(_COPY_EVENTS) as copy:
-                    copy.write(copy_data)
-                if latest:
-                    conn.execute(_UPSERT_SNAPSHOTS, snapshot_params)
+        if events or snapshots:
+            self._write(tx, _Batch(events, snapshots))
+
+    def _write(self, tx: Transaction | None, batch: _Batch) -> None:
+        connection = self._conn if batch.single_statement else self._atomic
+        with connection(tx, batch.action) as conn:
+            batch.run(conn)
         own = self._own(tx)
         if own is not None:
-            own.wrote_events = own.wrote_events or bool(events)
-        elif events:
+            own.wrote_events = own.wrote_events or bool(batch.events)
+        elif batch.events:
             self._notifier.poke()
+
+    def write_state_and_commit(
+        self,
+        tx: Transaction,
+        events: Sequence[StorageEngineEvent],
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        """``write_state`` then ``commit``, in one round trip when ``tx`` has sent
+        nothing yet and the batch is one statement (a few events and their snapshots,
+        or a COPY without snapshots): the statement then runs as its own transaction
+        on the autocommit connection, without ``BEGIN`` and ``COMMIT``. It still
+        draws its event ids after taking its transaction id and the writer lock (the
+        column default), which subscription readers rely on.
+
+        A lost connection during that statement is ``CommitOutcomeUnknownError`` (it
+        was the commit). On any error nothing of ``tx`` is kept and ``tx`` is finished.
+        """
+        own = self._own(tx)
+        if own is None:
+            raise StorageEngineError("write_state_and_commit needs a transaction, not None")
+        try:
+            # After an error the transaction is doomed: commit() below refuses it.
+            if own.failure is None and (events or snapshots):
+                batch = _Batch(events, snapshots)
+                if not own.begun and batch.single_statement:
+                    self._write_autocommit(own, batch)
+                    return
+                self._write(own, batch)
+        except BaseException:
+            own.rollback()  # does nothing once the transaction is finished
+            raise
+        own.commit()
+
+    def _write_autocommit(self, tx: PostgresTransaction, batch: _Batch) -> None:
+        """Run ``batch`` (one statement) as a transaction of its own and finish ``tx``."""
+        try:
+            batch.run(tx.conn)
+        except psycopg.Error as error:
+            broken = tx.conn.broken
+            tx._finish()  # the statement's own transaction has ended: nothing to roll back
+            if broken:
+                raise CommitOutcomeUnknownError(
+                    f"PostgreSQL: the connection was lost while committing ({batch.action}); "
+                    "the transaction may or may not be stored"
+                ) from error
+            raise self._error(error, batch.action) from error
+        tx.wrote_events = bool(batch.events)
+        self._committed(tx)
+        tx._finish()
 
     # -- subscriptions ------------------------------------------------------------
     def _settle(self, conn: Conn) -> int:
@@ -876,6 +903,45 @@ class PostgresStorageEngine:
             ).fetchone()
         assert row is not None
         return StoreCounts(int(row[0]), int(row[1]), int(row[2]))
+
+
+class _Batch:
+    """The statements that write one batch of events and snapshots."""
+
+    __slots__ = ("action", "copy_data", "events", "single_statement", "snapshot_params")
+
+    def __init__(self, events: Sequence[StorageEngineEvent], snapshots: Sequence[Snapshot]):
+        latest: dict[int, Snapshot] = {}
+        for snapshot in snapshots:
+            kept = latest.get(snapshot.aggregate_id)
+            if kept is None or snapshot.sequence >= kept.sequence:
+                latest[snapshot.aggregate_id] = snapshot
+        self.events = events
+        self.snapshot_params: dict[str, list[Any]] | None = {
+            "sa": [s.aggregate_id for s in latest.values()],
+            "ss": [s.sequence for s in latest.values()],
+            "sst": [s.state for s in latest.values()],
+        } if latest else None  # fmt: skip
+        self.copy_data = _kernels.encode_copy_rows(events) if len(events) > SMALL_BATCH else None
+        self.single_statement = self.copy_data is None or not latest
+        self.action = f"write {len(events)} event(s) and {len(latest)} snapshot(s)"
+
+    def run(self, conn: Conn) -> None:
+        """Send the statements on ``conn`` (inside a transaction unless there is one)."""
+        events, snapshot_params = self.events, self.snapshot_params
+        if self.copy_data is not None:
+            with conn.cursor().copy(_COPY_EVENTS) as copy:
+                copy.write(self.copy_data)
+            if snapshot_params is not None:
+                conn.execute(_UPSERT_SNAPSHOTS, snapshot_params)
+        elif len(events) == 1 and snapshot_params is None:
+            # Scalars adapt faster than one-element arrays: the single-event context.
+            conn.execute(_INSERT_EVENT, events[0])
+        else:
+            conn.execute(
+                _small_write_sql(bool(events), snapshot_params is not None),
+                {**_event_params(events), **(snapshot_params or {})},
+            )
 
 
 def _check_idle_connection(conn: Conn) -> None:

@@ -4,7 +4,8 @@ A ``NOTIFY`` inside a writing transaction makes every committing writer queue on
 one cluster-wide lock (PostgreSQL serialises notifying commits, WAL flush
 included). Writers here only set a flag; a :class:`Notifier` thread sends one
 ``NOTIFY`` per burst of commits from its own connection, in a transaction that
-holds no transaction id and so commits without a WAL flush. A :class:`Listener`
+holds no transaction id and so commits without a WAL flush, and at most one per
+``MIN_GAP`` seconds while commits keep coming. A :class:`Listener`
 thread holds a ``LISTEN`` connection and counts what arrives; readers wait on
 that count.
 """
@@ -28,6 +29,13 @@ Connect = Callable[[], "psycopg.Connection[tuple[object, ...]]"]
 _RETRY_DELAY = 0.5
 """Seconds between reconnection attempts of the notifier and listener threads."""
 
+MIN_GAP = 0.005
+"""Seconds the notifier waits after a ``NOTIFY`` before it sends the next one. A
+writer of one-event contexts commits every few hundred microseconds; a ``NOTIFY``
+for each (a thread switch and a round trip of its own) slowed it down by about a
+fifth. Readers learn of a commit at most this much later (the first one after a
+quiet spell goes out at once), far below any poll interval."""
+
 _LISTEN_TICK = 0.2
 """How often (seconds) the listener looks at its stop flag while no notification comes."""
 
@@ -43,6 +51,7 @@ class Notifier:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self.min_gap = MIN_GAP
 
     def poke(self) -> None:
         """Ask for a notification (cheap: called on every commit that wrote events)."""
@@ -74,6 +83,9 @@ class Notifier:
                 log.warning("evercore-postgres notifier: %s", driver_message(error, self._password))
                 conn = None
                 time.sleep(_RETRY_DELAY)
+                continue
+            if self.min_gap > 0:
+                time.sleep(self.min_gap)
         if conn is not None:
             conn.close()
 
