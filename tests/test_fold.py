@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from evercore import StateAggregate, _core, _pure, state_event
+from evercore import StateAggregate, _core, _pure, events, state_event
 from evercore._fold import fold_into
 from evercore.context import _fold_one_by_one
 from evercore.errors import DecodeError
@@ -24,6 +24,15 @@ from evercore.events import register_event_decoder
 from evercore.values import SerializedEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+
+@pytest.fixture(autouse=True)
+def no_custom_decoders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoders registered by other test modules would take precedence over the event
+    classes (and switch the kernel off); this module starts without any."""
+    monkeypatch.setattr(events, "_decoders", [])
+    monkeypatch.setattr(events, "_generation", events.registry_generation() + 1)
+
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 AT = datetime(2026, 11, 29, tzinfo=timezone.utc)
@@ -366,15 +375,10 @@ def test_a_state_with_its_own_setattr_folds_one_by_one() -> None:
     assert not fold_into(AuditedAggregate(), stored("FoldChanged", ['{"amount":1}']))
 
 
-def test_registered_decoders_take_precedence_over_the_kernel(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from evercore import events
-
+def test_registered_decoders_take_precedence_over_the_kernel() -> None:
     agg = MutableAggregate()
     assert fold_into(agg, stored("FoldChanged", ['{"amount":1}']))
-    monkeypatch.setattr(events, "_decoders", [])  # restored afterwards
-    register_event_decoder(lambda ev: None)
+    register_event_decoder(lambda ev: None)  # into this test's own list (see the fixture)
     assert not fold_into(MutableAggregate(), stored("FoldChanged", ['{"amount":1}']))
 
 

@@ -228,11 +228,12 @@ class EventStoreContext(EventStoreReadonlyContext):
         """How many events this context will write."""
         return len(self._aggregate_ids)
 
-    def _flush(self) -> None:
-        """Write everything captured, in this context's transaction."""
+    def _flush(self, commit: bool = False) -> bool:
+        """Write everything captured, in this context's transaction; with ``commit``,
+        commit it too when the engine can do both in one call. True if it committed."""
         if not self._aggregate_ids and not self._snapshots:
-            return
-        self._store.write_captured(
+            return False
+        return self._store.write_captured(
             self.transaction,
             self._type_ids,
             aggregate_ids=self._aggregate_ids,
@@ -243,6 +244,7 @@ class EventStoreContext(EventStoreReadonlyContext):
             references=self._references,
             snapshots=self._snapshots,
             known_sequences=self._known_sequences,
+            commit=commit,
         )
 
 

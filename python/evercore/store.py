@@ -17,7 +17,6 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -54,25 +53,6 @@ class _TypeIdCache:
         self.aggregate_types: dict[str, int] = {}
         self.event_types: dict[str, int] = {}
         self.lock = threading.Lock()
-
-
-class _CommitWithWrite:
-    """Asks ``write_captured`` to commit ``tx`` with the write (one engine call); it
-    sets ``done`` when it did, so a context that captured nothing still commits."""
-
-    __slots__ = ("done", "tx")
-
-    def __init__(self, tx: Transaction) -> None:
-        self.tx = tx
-        self.done = False
-
-
-# A context's captured batch reaches write_captured through EventStoreContext._flush,
-# whose signature does not carry the wish to commit; it travels here instead, scoped
-# to the flush call (per thread and per asyncio task).
-_commit_with_write: ContextVar[_CommitWithWrite | None] = ContextVar(
-    "evercore_commit_with_write", default=None
-)
 
 
 class TypeIds:
@@ -176,19 +156,9 @@ class EventStore:
         ctx = EventStoreContext(self, tx, type_ids)
         try:
             yield ctx
-            if self._writes_and_commits:
-                # The engine writes and commits together; a failure there has
-                # finished tx already, and the rollback below does nothing.
-                request = _CommitWithWrite(tx)
-                token = _commit_with_write.set(request)
-                try:
-                    ctx._flush()
-                finally:
-                    _commit_with_write.reset(token)
-                committed = request.done
-            else:
-                ctx._flush()
-                committed = False
+            # With SupportsWriteAndCommit the engine commits here; if that fails it
+            # has finished tx already, and the rollback below does nothing.
+            committed = ctx._flush(commit=True)
         except BaseException:
             _rollback_quietly(tx)
             raise
@@ -271,12 +241,15 @@ class EventStore:
         references: Sequence[str],
         snapshots: Sequence[Snapshot],
         known_sequences: Mapping[int, int],
-    ) -> None:
+        commit: bool = False,
+    ) -> bool:
         """Check, serialize and write a batch given as columns (the path every context
         takes at commit). Sequence rules and the limits of :mod:`evercore.limits` are
-        checked before the engine writes anything. ``tx`` is not committed here,
-        except for a context's own batch on an engine with ``SupportsWriteAndCommit``
-        (see :meth:`context`)."""
+        checked before the engine writes anything.
+
+        With ``commit``, an engine with ``SupportsWriteAndCommit`` also commits ``tx``
+        in the same call (on failure ``tx`` is finished); returns whether it did, so
+        that the caller commits otherwise."""
         limits.check_context_batch(aggregate_ids, sequences, event_types, payloads, references)
         _kernels.validate_sequences(aggregate_ids, sequences, known_sequences)
         ids = type_ids.event_type_ids(tx, set(event_types))
@@ -284,13 +257,12 @@ class EventStore:
             aggregate_ids, sequences, event_types, payloads, event_times, references, ids
         )
         limits.check_encoded(storage_events, snapshots)
-        request = _commit_with_write.get()
-        if request is not None and request.tx is tx:
+        if commit and tx is not None and self._writes_and_commits:
             engine = cast(SupportsWriteAndCommit, self.storage_engine)
-            engine.write_state_and_commit(request.tx, storage_events, snapshots)
-            request.done = True
-        else:
-            self.storage_engine.write_state(tx, storage_events, snapshots)
+            engine.write_state_and_commit(tx, storage_events, snapshots)
+            return True
+        self.storage_engine.write_state(tx, storage_events, snapshots)
+        return False
 
     # -- subscriptions ----------------------------------------------------------
     def run_subscription(
