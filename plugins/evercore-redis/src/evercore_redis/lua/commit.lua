@@ -126,7 +126,7 @@ for _ = 1, n_subs do
   i = i + 9
 end
 -- Events: parse each one's ids once, fetch every aggregate not seen yet with one
--- HMGET (a call per aggregate costs more than the whole rest of its check), then
+-- HMGET (a call per aggregate costs about as much as the rest of its check), then
 -- check in event order so that the first bad event is the one reported.
 local event_agg, event_seq = {}, {}
 local unseen, n_unseen = {}, 0
