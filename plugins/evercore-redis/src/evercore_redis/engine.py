@@ -163,7 +163,8 @@ class RedisTransaction:
 
 
 class RedisStorageEngine:
-    """``evercore.StorageEngine`` on Redis (plus event wait, migrations and stats).
+    """``evercore.StorageEngine`` on Redis (plus event wait, migrations, stats and
+    write-and-commit).
 
     Thread-safe: redis-py's connection pool hands each call its own connection.
     """
@@ -632,23 +633,27 @@ class RedisStorageEngine:
         buffer = self._tx(tx)
         if buffer is not None:
             self._check_stored_sequences(buffer, events)
+        self._write(tx, lambda b: _buffer_state(b, events, snapshots))
 
-        def buffer_state(buffer: RedisTransaction) -> None:
-            keys = buffer.event_keys
-            fresh: set[tuple[int, int]] = set()
-            for event in events:
-                key = (event.aggregate_id, event.sequence)
-                if key in keys or key in fresh:
-                    raise ConcurrencyError(*key)
-                fresh.add(key)
-            keys.update(fresh)
-            buffer.events.extend(events)
-            for snapshot in snapshots:
-                held = buffer.snapshots.get(snapshot.aggregate_id)
-                if held is None or snapshot.sequence >= held.sequence:
-                    buffer.snapshots[snapshot.aggregate_id] = snapshot
-
-        self._write(tx, buffer_state)
+    def write_state_and_commit(
+        self,
+        tx: Transaction,
+        events: Sequence[StorageEngineEvent],
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        """``write_state(tx, events, snapshots)`` then ``tx.commit()``, without the early
+        duplicate check: ``commit.lua`` runs right after and checks atomically anyway,
+        so the batch costs one script call. On any error ``tx`` ends with nothing of it
+        stored."""
+        buffer = self._tx(tx)
+        if buffer is None:  # the SPI always passes a transaction; refuse None plainly
+            raise StorageEngineError("write_state_and_commit needs a transaction")
+        try:
+            _buffer_state(buffer, events, snapshots)
+        except BaseException:
+            buffer.rollback()
+            raise
+        buffer.commit()
 
     def _check_stored_sequences(
         self, buffer: RedisTransaction, events: Sequence[StorageEngineEvent]
@@ -1033,6 +1038,25 @@ def _unencodable(action: str, exc: UnicodeEncodeError) -> NoReturn:
         f"Redis {action}: text with {text[exc.start:exc.end]!r} at position {exc.start} "
         f"is not valid UTF-8 and cannot be stored (text starts {text[:40]!r})"
     ) from None
+
+
+def _buffer_state(buffer: RedisTransaction, events: Sequence[StorageEngineEvent],
+                  snapshots: Sequence[Snapshot]) -> None:
+    """Add events and snapshots to ``buffer``; a (aggregate, sequence) already in it, or
+    twice in ``events``, raises ``ConcurrencyError`` and adds nothing."""
+    keys = buffer.event_keys
+    fresh: set[tuple[int, int]] = set()
+    for event in events:
+        key = (event.aggregate_id, event.sequence)
+        if key in keys or key in fresh:
+            raise ConcurrencyError(*key)
+        fresh.add(key)
+    keys.update(fresh)
+    buffer.events.extend(events)
+    for snapshot in snapshots:
+        held = buffer.snapshots.get(snapshot.aggregate_id)
+        if held is None or snapshot.sequence >= held.sequence:
+            buffer.snapshots[snapshot.aggregate_id] = snapshot
 
 
 def _is_tail(events: Sequence[SerializedEvent], after: int, top: int) -> bool:
