@@ -1,6 +1,6 @@
 """The Redis engine against raw redis-py on the same payloads, in one run.
 
-Run: ``.venv/bin/pytest benches/bench_redis.py`` (about two minutes; needs the local
+Run: ``.venv/bin/pytest benches/bench_redis.py`` (about three minutes; needs the local
 Redis on 127.0.0.1:6379). Every store lives under its own ``evercore_t_<uuid>``
 prefix and is deleted afterwards.
 
@@ -292,7 +292,6 @@ def _read(benchmark: Any, group: str, row: str, run: Callable[[], int], rounds: 
 
 def _rehydrate_engine(loaded: Loaded) -> Callable[[], int]:
     engine = loaded.engine.engine
-
     ids, each = loaded.aggregate_ids, len(loaded.workload.rows) // loaded.workload.aggregates
 
     def run() -> int:
@@ -444,7 +443,7 @@ def ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
 # -- benches/side_by_side.py ---------------------------------------------------------------
 
 Row = dict[str, Any]
-SIDE_BY_SIDE_ROUNDS = 3
+SIDE_BY_SIDE_ROUNDS = 5  # more than the bench: the ingest ratios swing on a loaded machine
 _LABELS = {
     "engine tx": "evercore",
     "engine": "evercore",
