@@ -191,3 +191,86 @@ def _cut_one_insert(store: EventStore, proxy: CuttingProxy) -> None:
     assert proxy.cuts == 1
     events = store.storage_engine.get_events_for_aggregate(None, counter.id, 0)
     assert [(e.sequence, e.reference) for e in events] == [(n, f"event {n}") for n in (1, 2, 3)]
+
+
+def _terminate(application_name: str) -> int:
+    with psycopg.connect(TEST_SERVER, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchall()
+    return len(rows)
+
+
+def test_terminated_connections_under_one_statement_contexts_lose_nothing(
+    engine: PostgresStorageEngine,
+) -> None:
+    """Three writers of one-event contexts (aggregates held in memory, so each context
+    is one autocommit statement) while every connection of the engine is terminated
+    five times: what was acknowledged is stored, what failed with a plain error is
+    not, only ``CommitOutcomeUnknownError`` leaves the outcome open, and each
+    aggregate's sequences stay contiguous."""
+    store = EventStore(engine)
+    stop = threading.Event()
+    outcomes: dict[int, dict[str, str]] = {}
+    failures: list[BaseException] = []
+
+    def load(ctx: evercore.EventStoreReadonlyContext, aggregate_id: int) -> CounterAggregate:
+        counter = CounterAggregate()
+        ctx.load_state_into(counter, aggregate_id)
+        return counter
+
+    def reload(aggregate_id: int) -> CounterAggregate:
+        while True:
+            try:
+                return store.in_readonly_context(lambda ctx: load(ctx, aggregate_id))
+            except StorageEngineError:
+                time.sleep(0.01)
+
+    def writer(number: int) -> None:
+        counter = CounterAggregate()
+        store.with_context(lambda ctx: ctx.create_aggregate_into(counter))
+        seen = outcomes[counter.id] = {}
+        n = 0
+        while not stop.is_set():
+            n += 1
+            reference = f"w{number}-{n}"
+            try:
+                with store.context() as ctx:
+                    ctx.apply_event_to(counter, Counted(n=n), reference=reference)
+                seen[reference] = "ok"
+                continue
+            except CommitOutcomeUnknownError:
+                seen[reference] = "unknown"
+            except StorageEngineError:
+                seen[reference] = "error"
+            except BaseException as error:  # reported by the assertion below
+                failures.append(error)
+                return
+            counter = reload(counter.id)  # the failed event moved it on in memory
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    terminated = 0
+    for _ in range(5):
+        time.sleep(0.3)
+        terminated += _terminate(engine.options.application_name)
+    time.sleep(0.3)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert failures == []
+    assert terminated >= 5
+    assert len(outcomes) == 3
+    for aggregate_id, seen in outcomes.items():
+        events = engine.get_events_for_aggregate(None, aggregate_id, 0)
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        stored = [e.reference for e in events]
+        assert len(stored) == len(set(stored))  # nothing stored twice
+        assert {r for r, o in seen.items() if o == "ok"} <= set(stored)  # nothing lost
+        assert not {r for r, o in seen.items() if o == "error"} & set(stored)
+        assert sum(o == "ok" for o in seen.values()) > 10  # writing went on
+    assert any(o != "ok" for seen in outcomes.values() for o in seen.values())
