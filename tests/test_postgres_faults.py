@@ -28,7 +28,11 @@ from urllib.parse import quote
 import evercore
 import psycopg
 import pytest
-from evercore.errors import CommitOutcomeUnknownError, StorageEngineError
+from evercore.errors import (
+    CommitOutcomeUnknownError,
+    StorageEngineError,
+    SubscriptionLeaseLost,
+)
 from evercore.values import (
     SerializedEvent,
     StartFrom,
@@ -189,7 +193,9 @@ def _lose_nothing_under(engine: PostgresStorageEngine, fault: Callable[[], None]
                     "audit", SubscriptionFilter(), StartFrom.beginning(), options,
                     delivered.extend, stop=stop_reading,
                 )  # fmt: skip
-            except StorageEngineError as error:
+            except (StorageEngineError, SubscriptionLeaseLost) as error:
+                # An application restarts its runner, which resumes from the cursor; a
+                # lease lost to a restart longer than the lease is one such error.
                 reader_errors.append(error)
                 time.sleep(0.02)
 

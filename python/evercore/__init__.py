@@ -52,6 +52,7 @@ from evercore.spi import (
     SupportsEventWait,
     SupportsMigrations,
     SupportsStats,
+    SupportsWriteAndCommit,
     Transaction,
 )
 from evercore.store import EventStore, SubscriptionHandler, backends, connect
@@ -128,6 +129,7 @@ __all__ = [
     "SupportsEventWait",
     "SupportsMigrations",
     "SupportsStats",
+    "SupportsWriteAndCommit",
     "Transaction",
     "UnknownBackendError",
     "__version__",

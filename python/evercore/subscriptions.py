@@ -212,9 +212,12 @@ class _LeaseKeeper:
     """Renews a lease about every third of its length from a daemon thread.
 
     A thread (not the runner's loop) so that the lease survives a handler that runs
-    longer than the lease. The first failed renewal (refused, or an engine error)
-    marks the lease lost for good: a runner must not trust a lease it could not
-    confirm, and fencing in ``advance_subscription_cursor`` backs this up.
+    longer than the lease. A refused renewal marks the lease lost for good. An engine
+    error (a restart, a dropped connection) is retried every tenth of the lease for
+    as long as the last confirmed lease has at least a third of its length left, so
+    a blip does not stop the runner; past that the lease is lost too, since a runner
+    must not trust a lease it could not confirm. Fencing in
+    ``advance_subscription_cursor`` backs this up whatever the local clock says.
     """
 
     def __init__(self, engine: StorageEngine, name: str, owner: str, lease: float) -> None:
@@ -231,17 +234,24 @@ class _LeaseKeeper:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._halt.wait(self._lease / 3):
+        confirmed = time.monotonic()  # the claim confirmed it just before
+        pause = self._lease / 3
+        while not self._halt.wait(pause):
+            sent = time.monotonic()  # the storage's new expiry is later than this
             try:
                 renewed = self._engine.renew_subscription(
                     None, self._name, self._owner, self._lease
                 )
-            except Exception as exc:  # any failure means the lease is unconfirmed
+            except Exception as exc:  # unconfirmed: retry while the lease surely runs
                 self._error = exc
+                if time.monotonic() - confirmed < self._lease * 2 / 3:
+                    pause = self._lease / 10
+                    continue
                 renewed = False
             if not renewed:
                 self._lost.set()
                 return
+            confirmed, pause, self._error = sent, self._lease / 3, None
 
     @property
     def lost(self) -> bool:

@@ -38,6 +38,7 @@ import pytest
 
 from evercore.errors import (
     ConfigurationError,
+    StorageEngineError,
     SubscriptionAlreadyOwned,
     SubscriptionInactive,
     SubscriptionLeaseLost,
@@ -624,6 +625,59 @@ class SubscriptionConformance:
         assert isinstance(old.join(), SubscriptionLeaseLost)
         assert spy.results("advance_subscription_cursor") == []
         self._assert_taken_over(engine, name, [])
+
+    def test_a_renewal_that_fails_with_an_engine_error_is_retried(
+        self, engine: StorageEngine
+    ) -> None:
+        """A blip (a restart, a dropped connection) while the lease still runs does not
+        stop the runner: the renewal is retried and delivery goes on."""
+        name = _fresh_name()
+        events = write_aggregate(engine, "Order", ["Placed", "Paid"])
+        failures = [StorageEngineError("connection reset (injected)")]
+
+        def flaky_renew(real: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
+            if failures:
+                raise failures.pop()
+            return real(*args, **kwargs)
+
+        spy, spied = spy_on(engine, {"renew_subscription": flaky_renew})
+
+        def slow(batch: list[SerializedEvent]) -> None:
+            time.sleep(1.5 * self.LEASE)  # renewals (the failed one first) happen meanwhile
+
+        runner = RunnerThread(
+            durable(spied, name, SubscriptionFilter(), StartFrom.beginning(), self.options()),
+            slow,
+        )
+        runner.wait_for(2)
+        spy.wait_for_call("renew_subscription", 2)  # the failed one, then its retry
+        assert isinstance(spy.results("renew_subscription")[0], StorageEngineError)
+        more = write_aggregate(engine, "Order", ["Placed"])
+        runner.wait_for(3)
+        assert runner.finish() == events + more
+        assert True in spy.results("renew_subscription")
+
+    def test_a_renewal_failing_until_the_lease_runs_low_loses_the_lease(
+        self, engine: StorageEngine
+    ) -> None:
+        name = _fresh_name()
+        write_aggregate(engine, "Order", ["Placed", "Paid"])
+
+        def broken_renew(real: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
+            raise StorageEngineError("server gone (injected)")
+
+        spy, spied = spy_on(engine, {"renew_subscription": broken_renew})
+
+        def slow(batch: list[SerializedEvent]) -> None:
+            time.sleep(2 * self.LEASE)
+
+        runner = RunnerThread(
+            durable(spied, name, SubscriptionFilter(), StartFrom.beginning(), self.options()),
+            slow,
+        )
+        assert isinstance(runner.join(), SubscriptionLeaseLost)
+        assert spy.results("advance_subscription_cursor") == []
+        assert len(spy.results("renew_subscription")) > 1  # retried before giving up
 
     def test_fencing_refuses_an_advance_by_a_runner_that_lost_its_lease(
         self, engine: StorageEngine
