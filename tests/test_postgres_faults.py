@@ -26,7 +26,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import evercore
-import psycopg
 import pytest
 from evercore.errors import (
     CommitOutcomeUnknownError,
@@ -42,7 +41,12 @@ from evercore.values import (
     utc_now,
 )
 from evercore_postgres.engine import PostgresStorageEngine, open_postgres_engine
-from evercore_postgres.testing import TEST_SERVER, drop_schema, temporary_engine
+from evercore_postgres.testing import (
+    TEST_SERVER,
+    drop_schema,
+    temporary_engine,
+    terminate_sessions,
+)
 
 from tests.services import ensure_postgres
 
@@ -114,15 +118,6 @@ def engine() -> Iterator[PostgresStorageEngine]:
         yield engine
 
 
-def _terminate(application_name: str) -> int:
-    """End every session of the engine (pool, listener, notifier); return how many."""
-    with psycopg.connect(TEST_SERVER, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (application_name,),
-        ).fetchall()
-    return len(rows)
 
 
 class _Writer:
@@ -236,7 +231,7 @@ def _lose_nothing_under(engine: PostgresStorageEngine, fault: Callable[[], None]
 def test_terminated_connections_under_load_lose_nothing(engine: PostgresStorageEngine) -> None:
     terminated: list[int] = []
     _lose_nothing_under(
-        engine, lambda: terminated.append(_terminate(engine.options.application_name))
+        engine, lambda: terminated.append(terminate_sessions(engine.options.application_name))
     )
     assert sum(terminated) >= 3
 
@@ -307,7 +302,7 @@ def test_repr_and_runtime_errors_never_show_the_password(caplog: pytest.LogCaptu
         tx = engine.get_transaction_info()
         for shown in (repr(engine), str(engine), repr(engine.options), repr(tx)):
             assert PASSWORD not in shown
-        _terminate(schema)
+        terminate_sessions(schema)
         with pytest.raises(StorageEngineError) as raised:
             engine.get_aggregate_types(tx)
         tx.rollback()

@@ -22,7 +22,13 @@ from evercore import CommitOutcomeUnknownError, EventStore, StateAggregate
 from evercore.errors import ConstraintViolationError, StorageEngineError
 from evercore.values import StorageEngineEvent, Subscription, utc_now
 from evercore_postgres.engine import PostgresStorageEngine
-from evercore_postgres.testing import TEST_SERVER, drop_schema, temporary_engine, temporary_uri
+from evercore_postgres.testing import (
+    TEST_SERVER,
+    drop_schema,
+    temporary_engine,
+    temporary_uri,
+    terminate_sessions,
+)
 from psycopg import sql
 
 from tests.faults.harness import CuttingProxy
@@ -193,14 +199,6 @@ def _cut_one_insert(store: EventStore, proxy: CuttingProxy) -> None:
     assert [(e.sequence, e.reference) for e in events] == [(n, f"event {n}") for n in (1, 2, 3)]
 
 
-def _terminate(application_name: str) -> int:
-    with psycopg.connect(TEST_SERVER, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (application_name,),
-        ).fetchall()
-    return len(rows)
 
 
 def test_terminated_connections_under_one_statement_contexts_lose_nothing(
@@ -256,7 +254,7 @@ def test_terminated_connections_under_one_statement_contexts_lose_nothing(
     terminated = 0
     for _ in range(5):
         time.sleep(0.3)
-        terminated += _terminate(engine.options.application_name)
+        terminated += terminate_sessions(engine.options.application_name)
     time.sleep(0.3)
     stop.set()
     for thread in threads:

@@ -34,15 +34,23 @@ def temporary_uri(schema: str, server: str = TEST_SERVER) -> str:
     return f"{server}{separator}schema={schema}"
 
 
+def terminate_sessions(application_name: str, server: str = TEST_SERVER) -> int:
+    """End every session named ``application_name`` (an engine's pool, listener and
+    notifier: what a server restart or an operator does); return how many."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchall()
+    return len(rows)
+
+
 def drop_schema(schema: str, server: str = TEST_SERVER) -> None:
     """End the sessions a test left open on ``schema`` (they carry its name as their
     ``application_name``), then drop it and everything in it."""
+    terminate_sessions(schema, server)
     with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (schema,),
-        )
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
