@@ -196,9 +196,9 @@ def open_eventsourcing(path: Path) -> Application:
 
 
 # -- ingest -------------------------------------------------------------------------------------
-def ingest_evercore(store: evercore.EventStore) -> None:
+def ingest_evercore(store: evercore.EventStore, contexts: int = CONTEXTS) -> None:
     """The workload through the facade, one context per 1,000 events."""
-    for context_number in range(CONTEXTS):
+    for context_number in range(contexts):
         with store.context() as ctx:
             for a in range(AGGREGATES_PER_CONTEXT):
                 agg = AccountAggregate()
@@ -220,10 +220,10 @@ def ingest_engine(engine: SqliteStorageEngine, batches: list[list[StorageEngineE
         tx.commit()
 
 
-def serialized_batches() -> list[list[StorageEngineEvent]]:
+def serialized_batches(contexts: int = CONTEXTS) -> list[list[StorageEngineEvent]]:
     """The workload as the facade hands it to the engine (aggregate ids 1..1000)."""
     batches = []
-    for context_number in range(CONTEXTS):
+    for context_number in range(contexts):
         batch = []
         for a in range(AGGREGATES_PER_CONTEXT):
             aggregate_id = context_number * AGGREGATES_PER_CONTEXT + a + 1
@@ -253,9 +253,9 @@ _RAW_INSERT = (
 )
 
 
-def ingest_raw(conn: sqlite3.Connection) -> None:
+def ingest_raw(conn: sqlite3.Connection, contexts: int = CONTEXTS) -> None:
     """The same work by hand: aggregates, then one executemany per context."""
-    for context_number in range(CONTEXTS):
+    for context_number in range(contexts):
         conn.execute("BEGIN IMMEDIATE")
         rows = []
         for a in range(AGGREGATES_PER_CONTEXT):
@@ -289,9 +289,9 @@ def ingest_raw_rows(conn: sqlite3.Connection, rows: list[list[tuple[Any, ...]]])
         conn.execute("COMMIT")
 
 
-def ingest_eventsourcing(app: Application) -> None:
+def ingest_eventsourcing(app: Application, contexts: int = CONTEXTS) -> None:
     """The same workload: 10 new aggregates of 100 events saved together per context."""
-    for context_number in range(CONTEXTS):
+    for context_number in range(contexts):
         accounts = []
         for a in range(AGGREGATES_PER_CONTEXT):
             account = EsAccount(_account_name(context_number, a))
@@ -314,16 +314,16 @@ class Loaded:
     es_big_id: Any
 
 
-def load_all(stores: Stores) -> Loaded:
+def load_all(stores: Stores, contexts: int = CONTEXTS) -> Loaded:
     store = open_evercore(stores.fresh_path("evercore"))
-    ingest_evercore(store)
+    ingest_evercore(store, contexts)
     with store.context() as ctx:
         agg = AccountAggregate()
         ctx.create_aggregate_into(agg)
         for i in range(BIG_AGGREGATE_EVENTS):
             ctx.apply_event_to(agg, Deposited("big", i * 0.25, "EUR", NOTE, AT, list(TAGS)))
     raw = open_raw(stores.fresh_path("raw"))
-    ingest_raw(raw)
+    ingest_raw(raw, contexts)
     raw.execute("BEGIN IMMEDIATE")
     raw_big_id = raw.execute("INSERT INTO aggregates (aggregate_type_id) VALUES (1)").lastrowid
     raw.executemany(
@@ -333,7 +333,7 @@ def load_all(stores: Stores) -> Loaded:
     )
     raw.execute("COMMIT")
     app = open_eventsourcing(stores.fresh_path("eventsourcing"))
-    ingest_eventsourcing(app)
+    ingest_eventsourcing(app, contexts)
     big = EsAccount("big")
     for i in range(BIG_AGGREGATE_EVENTS - 1):
         big.deposit(i * 0.25, "EUR", NOTE, AT, list(TAGS))
@@ -455,9 +455,12 @@ def run_once(case: Case, stores: Stores) -> float:
 
 
 def cases(
-    stores: Stores, loaded: Loaded | None, batches: list[list[StorageEngineEvent]]
+    stores: Stores,
+    loaded: Loaded | None,
+    batches: list[list[StorageEngineEvent]],
+    contexts: int = CONTEXTS,
 ) -> list[Case]:
-    """Every measurement; the read cases need ``loaded``."""
+    """Every measurement; the read cases need ``loaded`` (made with as many contexts)."""
 
     rows = raw_rows(batches)
 
@@ -469,16 +472,16 @@ def cases(
 
     found = [
         Case("ingest", "evercore", lambda: open_evercore(stores.fresh_path("ec", scratch=True)),
-             ingest_evercore),
+             lambda store: ingest_evercore(store, contexts)),
         Case("ingest", "evercore engine", fresh_engine, lambda e: ingest_engine(e, batches)),
         Case("ingest", "raw sqlite3", lambda: open_raw(stores.fresh_path("raw", scratch=True)),
-             ingest_raw),
+             lambda conn: ingest_raw(conn, contexts)),
         Case("ingest", "raw sqlite3 ready rows",
              lambda: open_raw(stores.fresh_path("rows", scratch=True)),
              lambda conn: ingest_raw_rows(conn, rows)),
         Case("ingest", "eventsourcing",
              lambda: open_eventsourcing(stores.fresh_path("es", scratch=True)),
-             ingest_eventsourcing),
+             lambda app: ingest_eventsourcing(app, contexts)),
     ]  # fmt: skip
     if loaded is not None:
         found += [
@@ -510,9 +513,14 @@ RATIOS = (
 )
 
 
+def _sizes(events: int) -> dict[str, int]:
+    """Events each group's timed part handles."""
+    return {"ingest": events, "rehydrate": BIG_AGGREGATE_EVENTS, "catch-up": events + 1_000}
+
+
 def report_lines(medians: dict[tuple[str, str], float]) -> list[str]:
     """Throughputs and the ratios the goals are stated in (higher is better for us)."""
-    sizes = {"ingest": EVENTS, "rehydrate": BIG_AGGREGATE_EVENTS, "catch-up": EVENTS + 1_000}
+    sizes = _sizes(EVENTS)
     lines = ["SQLite benchmark (medians of one run):"]
     for (group, row), seconds in medians.items():
         rate = sizes[group] / seconds
@@ -601,12 +609,14 @@ def test_sqlite(
 
 
 # -- script mode: interleaved rounds -------------------------------------------------------------
-def measure_interleaved(rounds: dict[str, int]) -> dict[tuple[str, str], float]:
+def measure_interleaved(
+    rounds: dict[str, int], contexts: int = CONTEXTS
+) -> dict[tuple[str, str], float]:
     """Median seconds per case, running one round of every case of a group in turn."""
     stores = Stores()
     try:
-        loaded = load_all(stores)
-        all_cases = cases(stores, loaded, serialized_batches())
+        loaded = load_all(stores, contexts)
+        all_cases = cases(stores, loaded, serialized_batches(contexts), contexts)
         times: dict[tuple[str, str], list[float]] = {(c.group, c.row): [] for c in all_cases}
         for group, count in rounds.items():
             group_cases = [c for c in all_cases if c.group == group]
@@ -618,6 +628,28 @@ def measure_interleaved(rounds: dict[str, int]) -> dict[tuple[str, str], float]:
         return {key: statistics.median(values) for key, values in times.items()}
     finally:
         stores.remove()
+
+
+def side_by_side(events: int) -> list[dict[str, object]]:
+    """The figures for ``benches/side_by_side.py``: ``events`` events in contexts of
+    1,000 (rounded down, at least one context), interleaved rounds, one row per
+    (workload, implementation), goals on the rows they are stated against."""
+    contexts = max(1, events // CONTEXT_EVENTS)
+    medians = measure_interleaved({"ingest": 3, "rehydrate": 21, "catch-up": 5}, contexts)
+    sizes = _sizes(contexts * CONTEXT_EVENTS)
+    # The row the goals are stated for is the one the report calls "evercore".
+    ours = {"ingest": "evercore", "rehydrate": "evercore", "catch-up": "evercore + json.loads"}
+    goals = {(group, theirs): goal for group, mine, theirs, goal in RATIOS
+             if mine == ours[group] and goal}  # fmt: skip
+    rows: list[dict[str, object]] = []
+    for (group, row), seconds in medians.items():
+        shown = "evercore" if row == ours[group] else row
+        entry: dict[str, object] = {"workload": group, "implementation": shown,
+                                    "events": sizes[group], "seconds": seconds}  # fmt: skip
+        if (group, row) in goals:
+            entry["goal"] = f">= {goals[(group, row)]}x"
+        rows.append(entry)
+    return rows
 
 
 def main() -> None:
