@@ -22,6 +22,7 @@ from evercore.values import SerializedEvent, StorageEngineEvent
 EVENTS = 100_000
 AGGREGATES = 1_000
 EVENT_TYPES = ("Deposited", "Withdrawn", "Renamed", "Closed")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclasses.dataclass
@@ -52,6 +53,8 @@ class Workload:
     aggregate_type_ids: list[int]
     event_type_id_column: list[int]
     stored: list[SerializedEvent]
+    rows: list[tuple[int, int, int, str, int, str, int]]
+    type_names: dict[int, str]
 
 
 def build_workload() -> Workload:
@@ -93,6 +96,12 @@ def build_workload() -> Workload:
             SerializedEvent(n, e.aggregate_id, name, e.state, e.sequence, e.reference, e.event_time)
             for n, (e, name) in enumerate(zip(events, event_types, strict=True), 1)
         ],
+        rows=[
+            (n, e.aggregate_id, e.event_type_id, e.state, e.sequence, e.reference,
+             (e.event_time - EPOCH) // timedelta(microseconds=1))
+            for n, e in enumerate(events, 1)
+        ],
+        type_names={number: name for name, number in type_ids.items()},
     )
 
 
@@ -137,6 +146,7 @@ KERNELS: dict[str, Callable[[Any, Workload], object]] = {
         [[converter_for(datetime) if name == "at" else None for name in FOLDED]],
         FOLDED,
     ),
+    "events_from_rows": lambda k, w: k.events_from_rows(w.rows, w.type_names),
     "dumps (one call per event)": lambda k, w: [k.dumps(p, "Deposited") for p in w.payloads],
 }
 

@@ -608,6 +608,49 @@ def test_filter_events_with_huge_start_and_limit() -> None:
     )
 
 
+# -- rows to events -----------------------------------------------------------------------
+
+FAST_US = 2**32 * 1_000_000
+times_us = st.one_of(
+    st.integers(-FAST_US + 1, FAST_US - 1),
+    st.sampled_from([-FAST_US, FAST_US, 0, -1, 253_402_300_799_999_999, 2**63 - 1]),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([True, 1.5, None, 2**70]),
+)
+stored_rows = st.lists(
+    st.one_of(
+        st.tuples(
+            st.integers(0, 2**63 - 1),
+            st.integers(0, 2**63 - 1),
+            st.sampled_from([1, 2, 3]),
+            st.text(max_size=8),
+            st.integers(1, 2**31),
+            st.text(max_size=4),
+            times_us,
+        ),
+        st.sampled_from([(1, 1, 1, "{}", 1, ""), [1, 1, 1, "{}", 1, "", 0]]),
+    ),
+    max_size=6,
+)
+
+
+@PROPERTY
+@given(rows=stored_rows, names=st.sampled_from([{1: "A", 2: "B"}, {1: "A", 2: "B", 3: "C"}]))
+def test_events_from_rows_agrees_with_twin(rows: list[Any], names: dict[int, str]) -> None:
+    assert_agree("events_from_rows", rows, names)
+
+
+def test_events_from_rows_reads_times_exactly() -> None:
+    """Every microsecond near the fast path's edges and around the epoch."""
+    edges = [0, 1, -1, 999_999, 1_000_000, FAST_US - 1, -FAST_US + 1, FAST_US, -FAST_US]
+    rows = [(n, 1, 1, "{}", n + 1, "", us) for n, us in enumerate(edges)]
+    kind, events = assert_agree("events_from_rows", rows, {1: "A"})
+    assert kind == "returned"
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert [e.event_time for e in events] == [epoch + timedelta(microseconds=us) for us in edges]
+    assert all(type(e).__name__ == "SerializedEvent" for e in events)
+
+
 # -- the switch ---------------------------------------------------------------------------
 
 

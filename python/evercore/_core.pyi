@@ -103,3 +103,10 @@ def fold_state_fields(
     600 characters, lacks a required field, is not a ``str`` encodable as UTF-8, or a
     converter raises an ``Exception``.
     """
+
+def events_from_rows(
+    rows: Sequence[Sequence[Any]], names: Mapping[int, str]
+) -> list[SerializedEvent]:
+    """``SerializedEvent``\\ s from ``(id, aggregate_id, event_type_id, state,
+    sequence, reference, event_time_us)`` rows (microseconds since the epoch, UTC),
+    naming types through ``names`` (``KeyError`` for an id it lacks)."""

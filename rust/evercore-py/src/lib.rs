@@ -13,6 +13,7 @@ mod filter;
 mod fold;
 mod ints;
 mod refs;
+mod rows;
 mod sequences;
 mod serialize;
 
@@ -29,5 +30,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(copy::encode_copy_rows, m)?)?;
     m.add_function(wrap_pyfunction!(filter::filter_events, m)?)?;
     m.add_function(wrap_pyfunction!(fold::fold_state_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(rows::events_from_rows, m)?)?;
     Ok(())
 }

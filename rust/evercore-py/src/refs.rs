@@ -21,6 +21,8 @@ pub struct Refs {
     pub postgres_epoch: Py<PyAny>,
     pub one_microsecond: Py<PyAny>,
     pub storage_engine_event: Py<PyType>,
+    pub serialized_event: Py<PyType>,
+    pub fromtimestamp: Py<PyAny>,
     pub sequence_error: Py<PyType>,
     pub serialization_error: Py<PyType>,
     pub pure: Py<PyModule>,
@@ -50,9 +52,12 @@ fn load(py: Python<'_>) -> PyResult<Refs> {
     micro.set_item("microseconds", 1)?;
     let one_microsecond = datetime.getattr("timedelta")?.call((), Some(&micro))?;
     let storage_engine_event = class(py, "evercore.values", "StorageEngineEvent")?;
+    let serialized_event = class(py, "evercore.values", "SerializedEvent")?;
     let tuple_type = py.get_type::<PyTuple>();
-    if !storage_engine_event.bind(py).is_subclass(&tuple_type)? {
-        return Err(PyTypeError::new_err("evercore.values.StorageEngineEvent must be a tuple"));
+    for cls in [&storage_engine_event, &serialized_event] {
+        if !cls.bind(py).is_subclass(&tuple_type)? {
+            return Err(PyTypeError::new_err("evercore.values' event types must be tuples"));
+        }
     }
     // SAFETY: PyType_GetSlot reads a slot of the (static, immortal) tuple type;
     // tuple always has tp_new, and a null pointer is refused below.
@@ -76,6 +81,8 @@ fn load(py: Python<'_>) -> PyResult<Refs> {
         postgres_epoch: postgres_epoch.unbind(),
         one_microsecond: one_microsecond.unbind(),
         storage_engine_event,
+        serialized_event,
+        fromtimestamp: datetime.getattr("datetime")?.getattr("fromtimestamp")?.unbind(),
         sequence_error: class(py, "evercore.errors", "SequenceError")?,
         serialization_error: class(py, "evercore.errors", "SerializationError")?,
         pure: py.import("evercore._pure")?.unbind(),
@@ -93,13 +100,23 @@ impl Refs {
     }
 
     /// `StorageEngineEvent(*fields)`, built like the namedtuple's `__new__` does
-    /// (`tuple.__new__(StorageEngineEvent, fields)`).
+    /// (`tuple.__new__(StorageEngineEvent, fields)`); see [`Refs::event_tuple`].
     ///
     /// When every field is an exact int, str or datetime the event can never be
     /// part of a reference cycle, so it is taken off the garbage collector's lists
     /// (CPython does this by itself only for exact tuples): a store holding
     /// millions of events does not make every full collection walk all of them.
     pub fn storage_engine_event<'py>(&self, fields: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        self.event_tuple(self.storage_engine_event.bind(fields.py()), fields)
+    }
+
+    /// `SerializedEvent(*fields)`, built the same way.
+    pub fn serialized_event<'py>(&self, fields: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        self.event_tuple(self.serialized_event.bind(fields.py()), fields)
+    }
+
+    /// `tuple.__new__(cls, fields)` for one of the event namedtuples.
+    fn event_tuple<'py>(&self, cls: &Bound<'py, PyType>, fields: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         let py = fields.py();
         let atomic = fields.iter().all(|field| {
             field.is_exact_instance_of::<PyInt>()
@@ -107,7 +124,6 @@ impl Refs {
                 || field.get_type().is(self.datetime.bind(py))
         });
         let args = PyTuple::new(py, [fields])?;
-        let cls = self.storage_engine_event.bind(py);
         // SAFETY: `tuple_new` is tuple's tp_new and `cls` a subclass of tuple
         // (checked in `load`), which is what `tuple.__new__(cls, args)` calls;
         // it returns a new reference or null with an exception set.

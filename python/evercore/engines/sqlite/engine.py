@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
+from evercore import _kernels
 from evercore.engines.sqlite import _schema
 from evercore.engines.sqlite._config import SqliteConfig, parse_config
 from evercore.engines.sqlite._connections import (
@@ -61,7 +62,6 @@ _UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _TD = timedelta
-_FAST_US = 2**32 * 1_000_000
 
 _NOW_US = "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000)"
 """SQLite's clock in microseconds since the epoch (millisecond resolution). Leases
@@ -653,14 +653,14 @@ class SqliteStorageEngine:
         """Rows to events, naming types from the cache; an unknown id (a type
         registered since, maybe by another process) reloads the names."""
         try:
-            return _events_from_rows(rows, self._event_type_names)
+            return _kernels.events_from_rows(rows, self._event_type_names)
         except KeyError:
             names = dict(conn.execute("SELECT id, name FROM event_types").fetchall())
             # Inside a write transaction the names may include uncommitted ones, whose
             # ids a rollback would hand out again: use them, but do not keep them.
             if not t.writing:
                 self._event_type_names = names
-            return _events_from_rows(rows, names)
+            return _kernels.events_from_rows(rows, names)
 
     def _notify_events(self) -> None:
         with self._events_cond:
@@ -712,39 +712,6 @@ def _event_rows(events: Sequence[StorageEngineEvent]) -> list[tuple[Any, ...]]:
     except TypeError:
         # Only a naive or non-datetime time gets here: take the careful path.
         return [(e[0], e[1], e[2], e[3], _to_us(e[4]), e[5]) for e in events]
-
-
-def _events_from_rows(rows: list[Any], names: dict[int, str]) -> list[SerializedEvent]:
-    """``SerializedEvent``\\ s from ``_EVENT_COLUMNS`` rows: the hot loop of every read.
-    ``names`` maps event type ids to names (``KeyError`` for an id it lacks).
-
-    ``tuple.__new__`` skips the NamedTuple's Python-level ``__new__``, and
-    ``fromtimestamp`` is about twice as fast as epoch + timedelta. It is exact for
-    |us| < 2**32 s (1833-2106): the quotient us / 1e6 is then within 0.48 us of the
-    true value, which ``fromtimestamp`` rounds to the nearest microsecond.
-    """
-    new, kind, fts, utc, limit = (
-        tuple.__new__,
-        SerializedEvent,
-        datetime.fromtimestamp,
-        _UTC,
-        _FAST_US,
-    )
-    return [
-        new(
-            kind,
-            (
-                event_id,
-                aggregate_id,
-                names[type_id],
-                state,
-                sequence,
-                reference,
-                fts(us / 1e6, utc) if -limit < us < limit else _EPOCH + _TD(0, 0, us),
-            ),
-        )
-        for event_id, aggregate_id, type_id, state, sequence, reference, us in rows
-    ]
 
 
 def _from_us(us: int | None) -> datetime | None:
