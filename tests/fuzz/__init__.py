@@ -11,6 +11,7 @@ TARGET_NAMES = (
     "copy_rows",
     "filter",
     "fold",
+    "rows",
     "decode_event",
     "decode_json_as",
 )

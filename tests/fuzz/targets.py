@@ -221,6 +221,32 @@ def fuzz_fold(data: bytes) -> None:
     same(folded(_kernels.fold_state_fields), folded(_pure.fold_state_fields), "fold_state_fields")
 
 
+def fuzz_rows(data: bytes) -> None:
+    """``events_from_rows`` of rows with any values. Bad rows raise what the Python
+    loop raises (KeyError, TypeError, ValueError, OverflowError): both must agree."""
+    values = Values(data)
+
+    def row() -> tuple[object, ...]:
+        picked = [values.integer() if values.fdp.ConsumeBool() else values.scalar()
+                  for _ in range(values.small_int(6, 8))]  # fmt: skip
+        return tuple(picked)
+
+    rows = [row() for _ in range(values.small_int(0, 4))]
+    names = {values.small_int(-3, 12): values.text() for _ in range(values.small_int(0, 3))}
+
+    def run(kernel: Callable[..., object]) -> tuple[object, ...]:
+        try:
+            return ("result", kernel(rows, names))
+        except Exception as error:  # the comparison is the point
+            # args, not str(): a huge int in a KeyError has no str (digit limit)
+            return (type(error).__name__, error.args)
+
+    rust, twin = run(_kernels.events_from_rows), run(_pure.events_from_rows)
+    if rust != twin:
+        shown = [(outcome[0], type(outcome[1]).__name__) for outcome in (rust, twin)]
+        raise AssertionError(f"events_from_rows: Rust kernel {shown[0]} != pure twin {shown[1]}")
+
+
 # ---------------------------------------------------------------- decoders --
 class Shade(Enum):
     """An Enum field of a typed payload."""
@@ -349,6 +375,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "copy_rows": fuzz_copy_rows,
     "filter": fuzz_filter,
     "fold": fuzz_fold,
+    "rows": fuzz_rows,
     "decode_event": fuzz_decode_event,
     "decode_json_as": fuzz_decode_json_as,
 }

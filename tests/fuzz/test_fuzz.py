@@ -1,7 +1,7 @@
 """Each fuzz target of ``tests.fuzz.targets`` under libFuzzer (atheris) for a bounded
 time, in its own process: no exception outside the contract, crash, panic or hang.
 
-Budget: ``EVERCORE_FUZZ_SECONDS`` (default 6) per target, 8 targets, so about a
+Budget: ``EVERCORE_FUZZ_SECONDS`` (default 6) per target, 9 targets, so about a
 minute; ``-m slow`` soaks each target for ``EVERCORE_FUZZ_SOAK_SECONDS`` (default 300).
 """
 
